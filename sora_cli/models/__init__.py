@@ -1,0 +1,1 @@
+"""The networks: diffusion transformer, video VAE and text encoder, one module each."""
