@@ -1,0 +1,162 @@
+"""Finding a model folder and loading its weights.
+
+One loader for every component. A model is a folder in the Diffusers layout:
+
+    model_index.json
+    transformer/  config.json + diffusion_pytorch_model.safetensors (or shards + .index.json)
+    vae/          config.json + diffusion_pytorch_model.safetensors
+    text_encoder/ config.json + model.safetensors (or shards + .index.json)
+    tokenizer/    tokenizer files
+    scheduler/    scheduler_config.json
+
+Weights are read from safetensors only: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import torch
+from torch import nn
+
+from .errors import ModelError
+
+# Known names for --model. The embedded model ships in the repository's weights/ folder.
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+KNOWN_MODELS: dict[str, str] = {
+    "sora-tiny": str(WEIGHTS_DIR / "sora-tiny"),
+    "wan2.1-t2v-1.3b": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    "wan2.1-t2v-14b": "Wan-AI/Wan2.1-T2V-14B-Diffusers",
+}
+DEFAULT_MODEL = "sora-tiny"
+
+COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+# Only what the pipeline reads is fetched from the hub: no pickled .bin/.pth files, no extra variants.
+HUB_PATTERNS = ["model_index.json", "*/config.json", "*/*.safetensors", "*/*.safetensors.index.json",
+                "tokenizer/*", "scheduler/*"]
+
+
+def resolve_model(model: str | None, offline: bool = False) -> Path:
+    """A local folder, a known name, or a hub repo id -> a local folder with every component present."""
+    name = model or DEFAULT_MODEL
+    source = KNOWN_MODELS.get(name.lower(), name)
+    local = Path(source).expanduser()
+    if local.is_dir():
+        folder = local
+    elif _looks_like_repo_id(source) and not local.exists():
+        folder = _download(source, offline or _env_offline())
+    else:
+        known = ", ".join(KNOWN_MODELS)
+        raise ModelError(f"model '{name}' is neither a folder nor a hub repo id (known names: {known})")
+    check_complete(folder)
+    return folder
+
+
+def _looks_like_repo_id(source: str) -> bool:
+    parts = source.split("/")
+    return len(parts) == 2 and all(parts) and not source.startswith((".", "~"))
+
+
+def _env_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _download(repo_id: str, offline: bool) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=offline))
+    except LocalEntryNotFoundError:
+        how = "offline mode is on" if offline else "the hub could not be reached"
+        raise ModelError(f"model '{repo_id}' is not in the local cache and {how}") from None
+    except HfHubHTTPError as e:
+        raise ModelError(f"could not fetch model '{repo_id}': {str(e).splitlines()[0]}") from None
+
+
+def check_complete(folder: Path) -> None:
+    """Name the first missing piece, so an interrupted download is obvious."""
+    if not (folder / "model_index.json").is_file():
+        raise ModelError(f"{folder} is not a model folder: model_index.json is missing")
+    for component in COMPONENTS:
+        if not (folder / component).is_dir():
+            raise ModelError(f"model at {folder} is incomplete: {component}/ is missing")
+    for component in ("transformer", "vae"):
+        weight_files(folder / component)
+    if not (folder / "scheduler" / "scheduler_config.json").is_file():
+        raise ModelError(f"model at {folder} is incomplete: scheduler/scheduler_config.json is missing")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path} is missing") from None
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{path} is not valid JSON: {e}") from None
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of one component: a single file, or every shard an index lists."""
+    singles = sorted(folder.glob("*.safetensors"))
+    indexes = sorted(folder.glob("*.safetensors.index.json"))
+    if indexes:
+        shards = sorted(set(read_json(indexes[0])["weight_map"].values()))
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            raise ModelError(f"{folder.name}/{missing[0]} is missing ({len(missing)} of {len(shards)} shards)")
+        return [folder / s for s in shards]
+    if len(singles) == 1:
+        return singles
+    if not singles:
+        pickled = [p.name for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+        extra = f" (found {pickled[0]}; only safetensors are loaded)" if pickled else ""
+        raise ModelError(f"{folder} has no .safetensors weights{extra}")
+    raise ModelError(f"{folder} has several .safetensors files and no index to say which to use")
+
+
+def load_state_dict(folder: Path, dtype: torch.dtype | None = None,
+                    keep_fp32: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Every tensor of a component, cast shard by shard so a float32 checkpoint never sits whole in memory
+    next to its bf16 copy. Names containing a `keep_fp32` pattern stay float32 (the model's fp32 islands)."""
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    for path in weight_files(folder):
+        for name, tensor in load_file(path).items():
+            if dtype is not None and tensor.is_floating_point():
+                tensor = tensor.to(torch.float32 if any(p in name for p in keep_fp32) else dtype)
+            state[name] = tensor
+    return state
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def load_module(build: Callable[[], M], folder: Path, device: torch.device | str, dtype: torch.dtype,
+                keep_fp32: tuple[str, ...] = ()) -> M:
+    """Build on the meta device (no memory, no init work), then take every weight from disk, strictly."""
+    with torch.device("meta"):
+        module = build()
+    state = load_state_dict(folder, dtype, keep_fp32)
+    try:
+        module.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
+        raise ModelError(f"{folder} does not match its config.json: {first}") from None
+    return module.to(device).eval().requires_grad_(False)
+
+def cached_location(source: str) -> Path | None:
+    """Where a model already is on this machine, without contacting the hub."""
+    local = Path(source)
+    if local.is_dir():
+        return local
+    if not _looks_like_repo_id(source):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(source, "model_index.json")
+    return Path(hit).parent if isinstance(hit, str) else None

@@ -1,0 +1,363 @@
+"""Wan 2.1 diffusion transformer (text-to-video), readable top to bottom.
+
+Checkpoint layout, parameter names and config.json keys are those of diffusers'
+`WanTransformer3DModel`, so published Diffusers-format checkpoints load with
+`load_state_dict(strict=True)` and no key conversion.
+
+Data flow:
+    latents (B, C, F, H, W) --Conv3d patchify--> tokens (B, L, D), L = f*h*w in (f, h, w) raster order
+    text (B, S, text_dim) --MLP--> (B, S, D)
+    timestep --sinusoid--> time MLP --> temb (D) --> 6 modulation vectors per block (adaLN)
+    N x [self-attn with 3D RoPE, cross-attn to text, GELU feed-forward]
+    final norm + scale/shift --> linear --> unpatchify --> velocity (B, C_out, F, H, W)
+
+fp32 islands (kept as the reference keeps them, so bf16 runs stay stable):
+  * the sinusoidal timestep features and the time-embedding MLP (when its weights are fp32,
+    see `WanTransformer.cast_params`);
+  * every layer norm (norm1/norm2/norm3/norm_out) and all modulation arithmetic:
+    `table + temb`, `norm(x) * (1 + scale) + shift`, and the gated residual adds;
+  * the rotary rotation of q and k (cos/sin tables are computed in float64, applied in float32).
+Attention, linear layers and the residual stream otherwise run in the weights' dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+# Parameter-name fragments the reference keeps in float32 when the rest is cast to bf16/fp16.
+FP32_PARAM_PATTERNS = ("time_embedder", "scale_shift_table", "norm1", "norm2", "norm3")
+
+
+@dataclass
+class TransformerConfig:
+    """The keys of diffusers' WanTransformer3DModel config.json (defaults: Wan 2.1 14B)."""
+
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    num_attention_heads: int = 40
+    attention_head_dim: int = 128
+    in_channels: int = 16
+    out_channels: int = 16
+    text_dim: int = 4096
+    freq_dim: int = 256
+    ffn_dim: int = 13824
+    num_layers: int = 40
+    cross_attn_norm: bool = True
+    qk_norm: str | None = "rms_norm_across_heads"
+    eps: float = 1e-6
+    image_dim: int | None = None  # image-to-video only: rejected by WanTransformer
+    added_kv_proj_dim: int | None = None  # image-to-video only: rejected by WanTransformer
+    rope_max_seq_len: int = 1024
+    pos_embed_seq_len: int | None = None  # image-to-video only: rejected by WanTransformer
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TransformerConfig":
+        """Build from a config.json dict; `_`-prefixed and unknown keys are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known and not k.startswith("_")}
+        if "patch_size" in kwargs:
+            kwargs["patch_size"] = tuple(kwargs["patch_size"])
+        if "out_channels" in kwargs and kwargs["out_channels"] is None:  # diffusers: None means in_channels
+            kwargs["out_channels"] = kwargs.get("in_channels", cls.in_channels)
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict:
+        """config.json content that diffusers' WanTransformer3DModel also accepts."""
+        d = dataclasses.asdict(self)
+        d["patch_size"] = list(self.patch_size)
+        return {"_class_name": "WanTransformer3DModel", **d}
+
+    @property
+    def dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+
+def frame_timesteps_to_tokens(t_frames: Tensor, grid: tuple[int, int, int]) -> Tensor:
+    """Per-token timesteps (B, f*h*w) from one timestep per token-frame (B, f).
+
+    `grid` is `WanTransformer.token_grid(...)`; with the usual temporal patch of 1, f is the
+    number of latent frames. E.g. t=0 on frame 0 marks a known (clean) first frame.
+    """
+    f, h, w = grid
+    if t_frames.ndim != 2 or t_frames.shape[1] != f:
+        raise ValueError(f"expected timesteps of shape (B, {f}), got {tuple(t_frames.shape)}")
+    return t_frames[:, :, None].expand(-1, f, h * w).reshape(t_frames.shape[0], f * h * w)
+
+
+def timestep_features(t: Tensor, dim: int) -> Tensor:
+    """Sinusoidal features (N,) -> (N, dim), cos half first (the reference's flip_sin_to_cos)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    angles = t.float()[:, None] * freqs[None, :]  # (N, half)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+def rope_angles(head_dim: int, grid: tuple[int, int, int], device: torch.device) -> Tensor:
+    """Rotation angles (L, head_dim/2) for tokens on a (f, h, w) grid, L = f*h*w.
+
+    The head dim is split into a time part and equal height/width parts (each a multiple of
+    2, time takes the remainder); each part rotates by its own axis position.
+    """
+    hw_dim = 2 * (head_dim // 6)
+    parts = (head_dim - 2 * hw_dim, hw_dim, hw_dim)
+    # float64 keeps large positions accurate; MPS has no float64
+    dtype = torch.float32 if device.type == "mps" else torch.float64
+    per_axis = []
+    for n, part in zip(grid, parts):
+        inv_freq = 1.0 / (10000.0 ** (torch.arange(0, part, 2, dtype=dtype, device=device) / part))
+        per_axis.append(torch.outer(torch.arange(n, dtype=dtype, device=device), inv_freq))  # (n, part/2)
+    f, h, w = grid
+    ang_f = per_axis[0][:, None, None, :].expand(f, h, w, -1)
+    ang_h = per_axis[1][None, :, None, :].expand(f, h, w, -1)
+    ang_w = per_axis[2][None, None, :, :].expand(f, h, w, -1)
+    return torch.cat([ang_f, ang_h, ang_w], dim=-1).reshape(f * h * w, head_dim // 2)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate adjacent channel pairs (x[2i], x[2i+1]) of x (B, H, L, Dh) by the angles in cos/sin (L, Dh/2)."""
+    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, H, L, Dh/2) each
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return out.flatten(-2).type_as(x)
+
+
+class LayerNorm32(nn.LayerNorm):
+    """LayerNorm computed in float32 whatever the input/weight dtype; returns float32."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight.float() if self.weight is not None else None
+        b = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with RMS norm on q and k across all heads (before the head split)."""
+
+    def __init__(self, dim: int, heads: int, eps: float):
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim)
+        self.to_k = nn.Linear(dim, dim)
+        self.to_v = nn.Linear(dim, dim)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])  # index 0 matches the checkpoint's "to_out.0"
+        self.norm_q = nn.RMSNorm(dim, eps=eps)
+        self.norm_k = nn.RMSNorm(dim, eps=eps)
+
+    def forward(self, x: Tensor, context: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        kv_src = x if context is None else context
+        split = lambda t: rearrange(t, "b l (h d) -> b h l d", h=self.heads)
+        q = split(self.norm_q(self.to_q(x)))  # (B, H, L, Dh)
+        k = split(self.norm_k(self.to_k(kv_src)))  # (B, H, S, Dh)
+        v = split(self.to_v(kv_src))
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        # No mask on text: Wan was trained with zero-padded (unmasked) prompt embeddings.
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.to_out[0](rearrange(out, "b h l d -> b l (h d)"))  # (B, L, D)
+
+
+class GeluProj(nn.Module):
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(self.proj(x), approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        # slot 1 is the checkpoint's (parameter-free) dropout; kept so keys read net.0 / net.2
+        self.net = nn.ModuleList([GeluProj(dim, hidden), nn.Identity(), nn.Linear(hidden, dim)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.net:
+            x = layer(x)
+        return x
+
+
+class Modulation:
+    """Per-sample or per-token adaLN vectors, stored compactly.
+
+    `values` (U, n, D) holds one row per distinct timestep; `index` (B, Lt) picks a row for
+    every sample (Lt=1, broadcast over tokens) or every token (Lt=L). Gathering one vector at
+    a time keeps the per-token case from materialising a (B, L, 6, D) tensor.
+    """
+
+    def __init__(self, values: Tensor, index: Tensor):
+        self.values, self.index = values, index
+
+    def vectors(self, table: Tensor) -> list[Tensor]:
+        mod = table.float() + self.values.float()  # (U, n, D) fp32: table is (1, n, D)
+        return [mod[:, i][self.index] for i in range(mod.shape[1])]  # n x (B, Lt, D)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        dim = cfg.dim
+        self.norm1 = LayerNorm32(dim, cfg.eps, elementwise_affine=False)
+        self.attn1 = Attention(dim, cfg.num_attention_heads, cfg.eps)
+        self.attn2 = Attention(dim, cfg.num_attention_heads, cfg.eps)
+        self.norm2 = LayerNorm32(dim, cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
+        self.ffn = FeedForward(dim, cfg.ffn_dim)
+        self.norm3 = LayerNorm32(dim, cfg.eps, elementwise_affine=False)
+        # learned offsets added to the timestep's 6 modulation vectors
+        self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+    def forward(self, x: Tensor, context: Tensor, mod: Modulation, rope: tuple[Tensor, Tensor]) -> Tensor:
+        # x: (B, L, D) in compute dtype; modulation vectors are fp32 (B, 1 or L, D)
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.vectors(self.scale_shift_table)
+
+        h = (self.norm1(x) * (1 + scale1) + shift1).type_as(x)
+        x = (x.float() + self.attn1(h, rope=rope) * gate1).type_as(x)
+
+        h = self.norm2(x.float()).type_as(x)
+        x = x + self.attn2(h, context=context)
+
+        h = (self.norm3(x) * (1 + scale2) + shift2).type_as(x)
+        x = (x.float() + self.ffn(h).float() * gate2).type_as(x)
+        return x
+
+
+class TimeEmbedder(nn.Module):
+    def __init__(self, freq_dim: int, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(freq_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class TextEmbedder(nn.Module):
+    def __init__(self, text_dim: int, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(text_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
+
+
+class ConditionEmbedder(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.freq_dim = cfg.freq_dim
+        self.time_embedder = TimeEmbedder(cfg.freq_dim, cfg.dim)
+        self.time_proj = nn.Linear(cfg.dim, 6 * cfg.dim)
+        self.text_embedder = TextEmbedder(cfg.text_dim, cfg.dim)
+
+    def time(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Distinct timesteps (U,) -> temb (U, D) and block modulation (U, 6, D)."""
+        feats = timestep_features(t, self.freq_dim).to(self.time_embedder.linear_1.weight.dtype)
+        temb = self.time_embedder(feats).to(self.time_proj.weight.dtype)  # (U, D)
+        return temb, self.time_proj(F.silu(temb)).unflatten(1, (6, -1))  # (U, 6, D)
+
+
+def _check_supported(cfg: TransformerConfig) -> None:
+    if cfg.image_dim is not None or cfg.added_kv_proj_dim is not None or cfg.pos_embed_seq_len is not None:
+        raise ValueError(
+            "this checkpoint is an image-to-video Wan model (image_dim / added_kv_proj_dim / pos_embed_seq_len "
+            "set); only text-to-video checkpoints are supported"
+        )
+    if cfg.qk_norm != "rms_norm_across_heads":
+        raise ValueError(f"qk_norm={cfg.qk_norm!r} is not supported (Wan uses 'rms_norm_across_heads')")
+    if cfg.attention_head_dim % 2:
+        raise ValueError(f"attention_head_dim must be even for rotary embeddings, got {cfg.attention_head_dim}")
+
+
+class WanTransformer(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        _check_supported(config)
+        self.config = config
+        dim, patch = config.dim, tuple(config.patch_size)
+        self.out_channels = config.out_channels or config.in_channels
+        self.patch_embedding = nn.Conv3d(config.in_channels, dim, kernel_size=patch, stride=patch)
+        self.condition_embedder = ConditionEmbedder(config)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.num_layers)])
+        self.norm_out = LayerNorm32(dim, config.eps, elementwise_affine=False)
+        self.proj_out = nn.Linear(dim, self.out_channels * math.prod(patch))
+        self.scale_shift_table = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+        # plain attribute, not a buffer: meta construction + assign=True loading must not need it
+        self._rope_cache: tuple[tuple, tuple[Tensor, Tensor]] | None = None
+
+    def token_grid(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """Token grid (f, h, w) for a latent of F frames and H x W; the sequence length is f*h*w."""
+        pt, ph, pw = self.config.patch_size
+        if frames % pt or height % ph or width % pw:
+            raise ValueError(f"latent (F, H, W)=({frames}, {height}, {width}) not divisible by patch {(pt, ph, pw)}")
+        return frames // pt, height // ph, width // pw
+
+    def cast_params(self, dtype: torch.dtype) -> "WanTransformer":
+        """Cast floating weights to `dtype`, keeping the reference's fp32 modules in float32."""
+        for name, p in self.named_parameters():
+            if p.is_floating_point() and not any(s in name for s in FP32_PARAM_PATTERNS):
+                p.data = p.data.to(dtype)
+        return self
+
+    def _rope(self, grid: tuple[int, int, int], device: torch.device) -> tuple[Tensor, Tensor]:
+        if max(grid) > self.config.rope_max_seq_len:
+            raise ValueError(f"token grid {grid} exceeds rope_max_seq_len={self.config.rope_max_seq_len}")
+        key = (grid, device)
+        if self._rope_cache is None or self._rope_cache[0] != key:
+            angles = rope_angles(self.config.attention_head_dim, grid, device)  # (L, Dh/2)
+            self._rope_cache = (key, (angles.cos().float(), angles.sin().float()))
+        return self._rope_cache[1]
+
+    def forward(self, x: Tensor, timestep: Tensor, context: Tensor) -> Tensor:
+        """Predict the flow-matching velocity.
+
+        x: (B, C_in, F, H, W) latents, F/H/W divisible by the patch size.
+        timestep: (B,) one per sample (a 0-d tensor is shared by the batch), or (B, L) one
+            per token in (f, h, w) raster order
+            (L = f*h*w, see `token_grid` / `frame_timesteps_to_tokens`); values may differ
+            per token, e.g. 0 for known clean frames.
+        context: (B, S, text_dim) text hidden states, zero-padded past the prompt.
+        Returns (B, C_out, F, H, W) in x's dtype.
+        """
+        b = x.shape[0]
+        grid = self.token_grid(*x.shape[2:])
+        n_tokens = math.prod(grid)
+        dtype = self.patch_embedding.weight.dtype
+
+        if timestep.ndim == 0:
+            timestep = timestep.expand(b)
+        if timestep.ndim == 1 and timestep.shape[0] == b:
+            # one row per sample; every token shares it
+            t_values, t_index = timestep, torch.arange(b, device=x.device)[:, None]  # (B,), (B, 1)
+        elif timestep.ndim == 2 and timestep.shape == (b, n_tokens):
+            # few distinct values (e.g. clean vs noisy): embed each once, then gather per token
+            t_values, inverse = torch.unique(timestep, return_inverse=True)
+            t_index = inverse.reshape(b, n_tokens)  # (B, L)
+        else:
+            raise ValueError(f"timestep must be ({b},) or ({b}, {n_tokens}), got {tuple(timestep.shape)}")
+
+        temb, t_mod = self.condition_embedder.time(t_values)  # (U, D), (U, 6, D)
+        block_mod = Modulation(t_mod, t_index)
+        context = self.condition_embedder.text_embedder(context.to(dtype))  # (B, S, D)
+        rope = self._rope(grid, x.device)
+
+        h = self.patch_embedding(x.to(dtype))  # (B, D, f, h, w)
+        h = rearrange(h, "b d f h w -> b (f h w) d").contiguous()  # (B, L, D)
+        for block in self.blocks:
+            h = block(h, context, block_mod, rope)
+
+        shift, scale = Modulation(temb[:, None], t_index).vectors(self.scale_shift_table)  # (B, 1|L, D) fp32
+        h = (self.norm_out(h) * (1 + scale) + shift).type_as(h)
+        h = self.proj_out(h)  # (B, L, pt*ph*pw*C_out)
+
+        pt, ph, pw = self.config.patch_size
+        f, gh, gw = grid
+        out = rearrange(
+            h, "b (f h w) (pt ph pw c) -> b c (f pt) (h ph) (w pw)", f=f, h=gh, w=gw, pt=pt, ph=ph, pw=pw
+        )
+        return out.to(x.dtype)

@@ -1,0 +1,389 @@
+"""The Wan 2.1 video VAE: a causal 3D convolutional autoencoder.
+
+A clip of T = 1 + 4n frames at H x W becomes n + 1 latent frames at H/8 x W/8 (standard config).
+Every temporal convolution is causal, so latent frame k depends only on video frames up to 4k, and
+the first frame is coded on its own (an image is a one-frame video).
+
+Causality lets a clip be processed as a stream of chunks: the first frame, then 4 frames at a time
+when encoding, one latent frame at a time when decoding. Inside `streaming(module)` each causal layer
+remembers the end of the previous chunk (at most 2 frames), so memory does not grow with clip
+length and the result equals a single pass over the whole clip. Outside it the layers are stateless
+and the encoder/decoder can be run on a whole clip at once, e.g. for training.
+
+Parameter names follow Diffusers' AutoencoderKLWan so its checkpoints load without conversion.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+# Per-channel statistics of Wan 2.1 latents: encode maps latents to roughly unit scale with them.
+WAN21_LATENTS_MEAN = (
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+)
+WAN21_LATENTS_STD = (
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+)
+# Diffusers keys whose non-default values mean the Wan 2.2 VAE (residual blocks, patchified input).
+_WAN21_ONLY = {"is_residual": (False,), "in_channels": (3,), "out_channels": (3,), "patch_size": (None, 1)}
+
+
+@dataclass
+class VAEConfig:
+    base_dim: int = 96
+    decoder_base_dim: int | None = None  # None: same as base_dim
+    z_dim: int = 16
+    dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    attn_scales: tuple[float, ...] = ()  # must be empty: no Wan 2.1 checkpoint has these attention blocks
+    temperal_downsample: tuple[bool, ...] = (False, True, True)  # sic, the Diffusers spelling
+    dropout: float = 0.0
+    latents_mean: tuple[float, ...] = WAN21_LATENTS_MEAN
+    latents_std: tuple[float, ...] = WAN21_LATENTS_STD
+
+    def __post_init__(self) -> None:
+        for name in ("dim_mult", "attn_scales", "temperal_downsample", "latents_mean", "latents_std"):
+            setattr(self, name, tuple(getattr(self, name)))
+        if len(self.temperal_downsample) != len(self.dim_mult) - 1:
+            raise ValueError(f"temperal_downsample needs one entry per downsampling ({len(self.dim_mult) - 1}), "
+                             f"got {len(self.temperal_downsample)}")
+        if not len(self.latents_mean) == len(self.latents_std) == self.z_dim:
+            raise ValueError(f"latents_mean and latents_std need z_dim={self.z_dim} values each")
+        if self.attn_scales:
+            raise ValueError("attn_scales is not supported: Wan 2.1 VAEs have attention only in the middle blocks")
+
+    @property
+    def spatial_stride(self) -> int:
+        return 2 ** (len(self.dim_mult) - 1)
+
+    @property
+    def temporal_stride(self) -> int:
+        return 2 ** sum(map(bool, self.temperal_downsample))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VAEConfig:
+        for key, allowed in _WAN21_ONLY.items():
+            if d.get(key, allowed[0]) not in allowed:
+                raise ValueError(f"VAE config has {key}={d[key]!r}: this looks like the Wan 2.2 VAE, which is "
+                                 "not supported (only the Wan 2.1 VAE is)")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict:
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return {"_class_name": "AutoencoderKLWan", **d, "is_residual": False, "in_channels": 3, "out_channels": 3,
+                "patch_size": None, "scale_factor_temporal": self.temporal_stride,
+                "scale_factor_spatial": self.spatial_stride}
+
+
+class Streamable:
+    """A layer whose output depends on frames of earlier chunks; see `streaming`."""
+
+    def reset_stream(self, streaming: bool) -> None:
+        raise NotImplementedError
+
+
+@contextmanager
+def streaming(module: nn.Module) -> Iterator[None]:
+    """Inside this block, consecutive calls of `module` are consecutive chunks of one clip."""
+    layers = [m for m in module.modules() if isinstance(m, Streamable)]
+    for layer in layers:
+        layer.reset_stream(True)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.reset_stream(False)  # also drops the carried frames
+
+
+class CausalConv3d(Streamable, nn.Conv3d):
+    """Conv3d that looks only backwards in time: the 2*p_t frames of padding all go before the clip.
+
+    Streaming, those frames are the last inputs of the previous chunk (zeros before the first one),
+    which makes chunked processing identical to one pass over the whole clip.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, kernel_size: int | tuple[int, int, int],
+                 padding: int | tuple[int, int, int] = 0) -> None:
+        pt, ph, pw = (padding,) * 3 if isinstance(padding, int) else padding
+        super().__init__(in_dim, out_dim, kernel_size, padding=(0, ph, pw))
+        self.history = 2 * pt
+        self.reset_stream(False)
+
+    def reset_stream(self, streaming: bool) -> None:
+        self.streaming, self.past = streaming, None
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T, H, W) -> (B, C', T, H, W)
+        if self.history:
+            if self.past is not None:
+                x = torch.cat([self.past, x], dim=2)
+            else:
+                x = F.pad(x, (0, 0, 0, 0, self.history, 0))
+            if self.streaming:
+                self.past = x[:, :, -self.history:].clone()  # clone: don't keep the whole chunk alive
+        return super().forward(x)
+
+
+class RMSNorm(nn.Module):
+    """Scales each position's channel vector to norm sqrt(C), then by a learned per-channel gain."""
+
+    def __init__(self, dim: int, spatial_dims: int) -> None:
+        super().__init__()
+        self.scale = dim**0.5
+        self.gamma = nn.Parameter(torch.ones(dim, *(1,) * spatial_dims))
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, ...)
+        # The sum of squares over- or underflows in half precision.
+        x_unit = F.normalize(x.float(), dim=1).to(x.dtype)
+        return x_unit * self.scale * self.gamma
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = RMSNorm(in_dim, 3)
+        self.conv1 = CausalConv3d(in_dim, out_dim, 3, padding=1)
+        self.norm2 = RMSNorm(out_dim, 3)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = CausalConv3d(out_dim, out_dim, 3, padding=1)
+        self.conv_shortcut = CausalConv3d(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C_in, T, H, W) -> (B, C_out, T, H, W)
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.conv_shortcut(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Single-head self-attention over the pixels of each frame separately (so still causal)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = RMSNorm(dim, 2)
+        self.to_qkv = nn.Conv2d(dim, 3 * dim, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T, H, W)
+        b, _, _, h, w = x.shape
+        frames = rearrange(x, "b c t h w -> (b t) c h w")
+        qkv = self.to_qkv(self.norm(frames))  # (B*T, 3C, H, W)
+        q, k, v = rearrange(qkv, "n (three c) h w -> three n 1 (h w) c", three=3)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B*T, 1, H*W, C)
+        out = self.proj(rearrange(out, "n 1 (h w) c -> n c h w", h=h, w=w))
+        return x + rearrange(out, "(b t) c h w -> b c t h w", b=b)
+
+
+class MidBlock(nn.Module):
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList([ResidualBlock(dim, dim, dropout), ResidualBlock(dim, dim, dropout)])
+        self.attentions = nn.ModuleList([AttentionBlock(dim)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.resnets[0](x)
+        return self.resnets[1](self.attentions[0](x))
+
+
+class Downsample(Streamable, nn.Module):
+    """Halves H and W with a strided conv; with `temporal`, also merges frames 2 by 2.
+
+    In time, frame 0 passes through untouched and each later pair of frames is merged with the frame
+    before it (kernel 3, stride 2): 1 + 2m frames -> 1 + m. Streaming, that frame before the pair is
+    carried over from the previous chunk.
+    """
+
+    def __init__(self, dim: int, temporal: bool) -> None:
+        super().__init__()
+        # Pad right/bottom only, so output pixel (i, j) covers input pixels 2i..2i+2.
+        self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=2))
+        self.time_conv = nn.Conv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1)) if temporal else None
+        self.reset_stream(False)
+
+    def reset_stream(self, streaming: bool) -> None:
+        self.streaming, self.last = streaming, None
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T, H, W) -> (B, C, T', H/2, W/2)
+        b = x.shape[0]
+        x = self.resample(rearrange(x, "b c t h w -> (b t) c h w"))
+        x = rearrange(x, "(b t) c h w -> b c t h w", b=b)
+        if self.time_conv is None:
+            return x
+        if self.last is None:  # the clip starts here
+            out, before = [x[:, :, :1]], x[:, :, :1]
+            x = x[:, :, 1:]
+        else:
+            out, before = [], self.last
+        if x.shape[2] % 2:
+            raise ValueError("temporal downsampling needs 1 + 2m frames in the first chunk, 2m after")
+        if x.shape[2]:
+            out.append(self.time_conv(torch.cat([before, x], dim=2)))
+        if self.streaming:
+            self.last = (x if x.shape[2] else before)[:, :, -1:].clone()
+        return torch.cat(out, dim=2)
+
+
+class Upsample(Streamable, nn.Module):
+    """Doubles H and W (nearest, then a conv that halves the channels); with `temporal`, also doubles frames.
+
+    In time, frame 0 passes through and every later frame becomes two, both predicted by one causal
+    conv from the frames up to it (frame 0 excluded): 1 + m frames -> 1 + 2m.
+    """
+
+    def __init__(self, dim: int, temporal: bool) -> None:
+        super().__init__()
+        self.resample = nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest-exact"),
+                                      nn.Conv2d(dim, dim // 2, 3, padding=1))
+        self.time_conv = CausalConv3d(dim, 2 * dim, (3, 1, 1), padding=(1, 0, 0)) if temporal else None
+        self.reset_stream(False)
+
+    def reset_stream(self, streaming: bool) -> None:
+        self.streaming, self.started = streaming, False
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T, H, W) -> (B, C', T', 2H, 2W)
+        b = x.shape[0]
+        if self.time_conv is not None:
+            out = []
+            if not self.started:  # the clip starts here
+                out.append(x[:, :, :1])
+                x = x[:, :, 1:]
+                self.started = self.streaming
+            if x.shape[2]:
+                pairs = self.time_conv(x)  # (B, 2C, T, H, W): the two output frames of each input frame
+                out.append(rearrange(pairs, "b (two c) t h w -> b c (t two) h w", two=2))
+            x = torch.cat(out, dim=2)
+        x = self.resample(rearrange(x, "b c t h w -> (b t) c h w"))
+        return rearrange(x, "(b t) c h w -> b c t h w", b=b)
+
+
+class UpBlock(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, dropout: float,
+                 upsample: bool, temporal: bool) -> None:
+        super().__init__()
+        dims = [in_dim] + [out_dim] * (num_res_blocks + 1)
+        self.resnets = nn.ModuleList(ResidualBlock(i, o, dropout) for i, o in zip(dims[:-1], dims[1:]))
+        self.upsamplers = nn.ModuleList([Upsample(out_dim, temporal)]) if upsample else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        for resnet in self.resnets:
+            x = resnet(x)
+        return self.upsamplers[0](x) if self.upsamplers is not None else x
+
+
+class Encoder(nn.Module):
+    """(B, 3, 1 + s_t*n, H, W) video -> (B, 2*z_dim, 1 + n, H/s, W/s) posterior mean and log-variance."""
+
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        dims = [cfg.base_dim * m for m in (1, *cfg.dim_mult)]
+        self.conv_in = CausalConv3d(3, dims[0], 3, padding=1)
+        blocks: list[nn.Module] = []  # one flat list, hence the Diffusers names down_blocks.{i}
+        for level, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            for _ in range(cfg.num_res_blocks):
+                blocks.append(ResidualBlock(in_dim, out_dim, cfg.dropout))
+                in_dim = out_dim
+            if level < len(cfg.dim_mult) - 1:
+                blocks.append(Downsample(out_dim, temporal=cfg.temperal_downsample[level]))
+        self.down_blocks = nn.ModuleList(blocks)
+        self.mid_block = MidBlock(dims[-1], cfg.dropout)
+        self.norm_out = RMSNorm(dims[-1], 3)
+        self.conv_out = CausalConv3d(dims[-1], 2 * cfg.z_dim, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv_in(x)
+        for block in self.down_blocks:
+            x = block(x)
+        x = self.mid_block(x)
+        return self.conv_out(F.silu(self.norm_out(x)))
+
+
+class Decoder(nn.Module):
+    """(B, z_dim, 1 + n, h, w) latents -> (B, 3, 1 + s_t*n, h*s, w*s) video (unclamped)."""
+
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        base = cfg.decoder_base_dim or cfg.base_dim
+        mults = cfg.dim_mult[::-1]
+        temporal = cfg.temperal_downsample[::-1]
+        dims = [base * m for m in (mults[0], *mults)]
+        self.conv_in = CausalConv3d(cfg.z_dim, dims[0], 3, padding=1)
+        self.mid_block = MidBlock(dims[0], cfg.dropout)
+        blocks = []
+        for level, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            upsample = level < len(mults) - 1
+            # Every upsampler halves the channels, so all blocks but the first get half their nominal input.
+            blocks.append(UpBlock(in_dim if level == 0 else in_dim // 2, out_dim, cfg.num_res_blocks, cfg.dropout,
+                                  upsample=upsample, temporal=upsample and temporal[level]))
+        self.up_blocks = nn.ModuleList(blocks)
+        self.norm_out = RMSNorm(dims[-1], 3)
+        self.conv_out = CausalConv3d(dims[-1], 3, 3, padding=1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        x = self.mid_block(self.conv_in(z))
+        for block in self.up_blocks:
+            x = block(x)
+        return self.conv_out(F.silu(self.norm_out(x)))
+
+
+class WanVAE(nn.Module):
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.spatial_stride = cfg.spatial_stride
+        self.temporal_stride = cfg.temporal_stride
+        self.encoder = Encoder(cfg)
+        self.quant_conv = CausalConv3d(2 * cfg.z_dim, 2 * cfg.z_dim, 1)
+        self.post_quant_conv = CausalConv3d(cfg.z_dim, cfg.z_dim, 1)
+        self.decoder = Decoder(cfg)
+
+    def _latent_stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        # Built on the fly rather than kept as buffers: checkpoints have no such tensors.
+        mean = torch.tensor(self.config.latents_mean, device=like.device, dtype=like.dtype)
+        std = torch.tensor(self.config.latents_std, device=like.device, dtype=like.dtype)
+        return mean.view(1, -1, 1, 1, 1), std.view(1, -1, 1, 1, 1)
+
+    def encode(self, video: Tensor) -> Tensor:
+        """(B, 3, T, H, W) in [-1, 1], T = 1 + 4n -> normalised latents (B, z_dim, 1 + n, H/8, W/8).
+
+        Deterministic: the posterior mean, not a sample.
+        """
+        b, c, t, h, w = video.shape
+        st, ss = self.temporal_stride, self.spatial_stride
+        if c != 3 or (t - 1) % st or h % ss or w % ss:
+            raise ValueError(f"video of shape {tuple(video.shape)}: expected (B, 3, 1 + {st}n, {ss}i, {ss}j)")
+        video = video.to(self.quant_conv.weight.dtype)
+        with streaming(self.encoder):
+            # One latent frame per chunk: the first frame alone, then temporal_stride frames at a time.
+            chunks = [self.encoder(video[:, :, :1])]
+            chunks += [self.encoder(video[:, :, i:i + st]) for i in range(1, t, st)]
+        moments = self.quant_conv(torch.cat(chunks, dim=2))  # (B, 2*z_dim, F, h, w)
+        mean = moments[:, :self.config.z_dim]  # the other half is the log-variance
+        mu, sigma = self._latent_stats(mean)
+        return (mean - mu) / sigma
+
+    def decode(self, latents: Tensor, on_chunk: Callable[[int, int], None] | None = None) -> Tensor:
+        """Normalised latents (B, z_dim, F, h, w) -> video (B, 3, 1 + 4(F-1), 8h, 8w) in [-1, 1].
+
+        Decodes one latent frame at a time; `on_chunk(done, total)` is called after each.
+        """
+        if latents.ndim != 5 or latents.shape[1] != self.config.z_dim:
+            raise ValueError(f"latents of shape {tuple(latents.shape)}: expected (B, {self.config.z_dim}, F, h, w)")
+        latents = latents.to(self.post_quant_conv.weight.dtype)
+        mu, sigma = self._latent_stats(latents)
+        z = self.post_quant_conv(latents * sigma + mu)
+        n = z.shape[2]
+        frames = []
+        with streaming(self.decoder):
+            for i in range(n):
+                frames.append(self.decoder(z[:, :, i:i + 1]))  # 1, then temporal_stride frames each
+                if on_chunk is not None:
+                    on_chunk(i + 1, n)
+        return torch.cat(frames, dim=2).clamp(-1.0, 1.0)

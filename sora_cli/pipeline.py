@@ -1,0 +1,203 @@
+"""Text to video: encode the prompt, draw noise, denoise step by step, decode.
+
+`Pipeline.from_pretrained(model)` loads the three networks of a Diffusers-layout folder; calling the pipeline
+runs the fixed-step flow-matching sampler and returns uint8 frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import options
+from .errors import ModelError
+from .loading import load_module, read_json, resolve_model
+from .models.text_encoder import TextEncoder
+from .models.transformer import FP32_PARAM_PATTERNS, TransformerConfig, WanTransformer
+from .models.vae import VAEConfig, WanVAE
+from .sampling import SamplerConfig, flow_sigmas, sample
+
+# Wan's own default negative prompt (its shared config), used when a Wan checkpoint names none.
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
+    "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
+    "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+
+ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class Defaults:
+    """Generation defaults of a model. Wan's values unless model_index.json overrides them under "_sora"."""
+
+    width: int = 832
+    height: int = 480
+    num_frames: int = 81
+    fps: int = 16
+    num_steps: int = 50
+    guidance_scale: float = 5.0
+    text_length: int = 512
+    negative_prompt: str = WAN_NEGATIVE_PROMPT
+
+    @classmethod
+    def from_model_index(cls, index: dict) -> "Defaults":
+        own = index.get("_sora", {})
+        return cls(**{k: v for k, v in own.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Video:
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    fps: float
+    seed: int
+    metadata: dict = field(default_factory=dict)
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class Pipeline:
+    def __init__(self, transformer: WanTransformer, vae: WanVAE, text_encoder: TextEncoder,
+                 sampler: SamplerConfig, defaults: Defaults, device: torch.device, dtype: torch.dtype,
+                 offload: bool = False, name: str = ""):
+        self.transformer, self.vae, self.text_encoder = transformer, vae, text_encoder
+        self.sampler, self.defaults = sampler, defaults
+        self.device, self.dtype, self.offload, self.name = device, dtype, offload, name
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path | None = None, device: str | torch.device | None = None,
+                        dtype: str | torch.dtype | None = None, offline: bool = False,
+                        offload: bool = False) -> "Pipeline":
+        folder = resolve_model(None if model is None else str(model), offline=offline)
+        device = torch.device(device) if device is not None else default_device()
+        dtype = _parse_dtype(dtype) if dtype is not None else (torch.float32 if device.type == "cpu" else torch.bfloat16)
+        index = read_json(folder / "model_index.json")
+        defaults = Defaults.from_model_index(index)
+        # Modules live on the accelerator unless offloading; the text encoder only visits it to encode.
+        home = torch.device("cpu") if offload else device
+
+        try:
+            t_cfg = TransformerConfig.from_dict(read_json(folder / "transformer" / "config.json"))
+            v_cfg = VAEConfig.from_dict(read_json(folder / "vae" / "config.json"))
+            sampler = SamplerConfig.from_scheduler_config(read_json(folder / "scheduler" / "scheduler_config.json"))
+        except ValueError as e:
+            raise ModelError(f"model at {folder} is not supported: {e}") from None
+        transformer = load_module(lambda: WanTransformer(t_cfg), folder / "transformer", home, dtype,
+                                  keep_fp32=FP32_PARAM_PATTERNS)
+        # The VAE stays in float32: it is a small share of the time, and decoding is where banding would show.
+        vae = load_module(lambda: WanVAE(v_cfg), folder / "vae", home, torch.float32)
+        encoder_class = index.get("text_encoder", [None, "UMT5EncoderModel"])[1]
+        text_encoder = TextEncoder.load(folder / "text_encoder", folder / "tokenizer", encoder_class,
+                                        defaults.text_length, dtype)
+        name = str(model) if model is not None else folder.name
+        return cls(transformer, vae, text_encoder, sampler, defaults, device, dtype, offload, name)
+
+    @property
+    def size_multiple(self) -> int:
+        return self.vae.spatial_stride * self.transformer.config.patch_size[1]
+
+    def __call__(self, prompt: str, negative_prompt: str | None = None, height: int | None = None,
+                 width: int | None = None, num_frames: int | None = None, num_steps: int | None = None,
+                 guidance_scale: float | None = None, shift: float | None = None, sampler: str | None = None,
+                 seed: int | None = None, fps: float | None = None,
+                 on_progress: ProgressFn | None = None) -> Video:
+        d = self.defaults
+        width, height = options.snap_size(width or d.width, height or d.height, self.size_multiple)
+        num_frames = options.snap_frames(num_frames or d.num_frames)
+        options.check_sampling(num_steps, guidance_scale, shift, sampler, seed)
+        num_steps = num_steps or d.num_steps
+        guidance_scale = d.guidance_scale if guidance_scale is None else guidance_scale
+        shift = self.sampler.shift if shift is None else shift
+        sampler = (sampler or self.sampler.sampler).lower()
+        seed = secrets.randbelow(2**32) if seed is None else seed
+        negative_prompt = d.negative_prompt if negative_prompt is None else negative_prompt
+        progress = on_progress or (lambda stage, done, total: None)
+        use_cfg = guidance_scale > 1.0
+
+        # 1. Encode the text: the prompt, and the negative prompt that guidance steers away from.
+        progress("encode text", 0, 1)
+        context = self.encode_text([prompt, negative_prompt] if use_cfg else [prompt])
+        progress("encode text", 1, 1)
+
+        # 2. Draw the noise from a seeded CPU generator, so a seed means the same video on any device.
+        t_stride, s_stride = self.vae.temporal_stride, self.vae.spatial_stride
+        shape = (1, self.vae.config.z_dim, (num_frames - 1) // t_stride + 1, height // s_stride, width // s_stride)
+        noise = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
+
+        # 3. Denoise step by step along the shifted flow-matching schedule.
+        sigmas, timesteps = flow_sigmas(num_steps, shift, sampler, self.sampler.num_train_timesteps)
+        with self._on_device(self.transformer):
+            latents = sample(self._velocity_fn(context, guidance_scale), noise.to(self.device), sigmas, timesteps,
+                             sampler, on_step=lambda i, n: progress("denoise", i, n))
+
+        # 4. Decode the latents to frames.
+        frames = self.decode(latents, progress)
+        metadata = dict(prompt=prompt, negative_prompt=negative_prompt, seed=seed, model=self.name, width=width,
+                        height=height, num_frames=num_frames, fps=fps or d.fps, steps=num_steps,
+                        guidance=guidance_scale, shift=shift, sampler=sampler)
+        return Video(frames=frames, fps=fps or d.fps, seed=seed, metadata=metadata)
+
+    def encode_text(self, prompts: list[str]) -> Tensor:
+        """prompts -> (B, L, D) on the pipeline's device, in the transformer's dtype."""
+        encoder = self.text_encoder.model
+        encoder.to(self.device)
+        try:
+            context = self.text_encoder.encode(prompts)
+        finally:
+            encoder.to("cpu")  # leave the accelerator to the transformer
+        return context.to(self.device, self.dtype)
+
+    def _velocity_fn(self, context: Tensor, guidance_scale: float) -> Callable[[Tensor, Tensor, int], Tensor]:
+        batch = context.shape[0]
+
+        def velocity(x: Tensor, t: Tensor, i: int) -> Tensor:
+            # Prompt and negative prompt go through the transformer as one batch of two.
+            x_in = x.to(self.dtype).expand(batch, *x.shape[1:])
+            v = self.transformer(x_in, t.to(self.device).expand(batch), context).float()
+            if batch == 1:
+                return v
+            v_cond, v_uncond = v.chunk(2)
+            return v_uncond + guidance_scale * (v_cond - v_uncond)
+
+        return velocity
+
+    def decode(self, latents: Tensor, progress: ProgressFn | None = None) -> np.ndarray:
+        """(1, C, F, h, w) latents -> (T, H, W, 3) uint8 frames."""
+        on_chunk = (lambda i, n: progress("decode", i, n)) if progress else None
+        with self._on_device(self.vae), torch.no_grad():
+            video = self.vae.decode(latents.float(), on_chunk=on_chunk)[0]  # (3, T, H, W) in [-1, 1]
+        video = ((video + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8)
+        return video.permute(1, 2, 3, 0).cpu().numpy()
+
+    @contextlib.contextmanager
+    def _on_device(self, module: torch.nn.Module) -> Iterator[None]:
+        """With --offload, a module visits the accelerator only while it runs."""
+        if self.offload:
+            module.to(self.device)
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            if self.offload:
+                module.to("cpu")
+
+    def settings(self) -> dict:
+        return dict(model=self.name, device=str(self.device), dtype=str(self.dtype).removeprefix("torch."),
+                    sampler=self.sampler.sampler, shift=self.sampler.shift, **asdict(self.defaults))
+
+
+def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    return dtype if isinstance(dtype, torch.dtype) else getattr(torch, options.parse_dtype(dtype))

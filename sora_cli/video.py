@@ -1,0 +1,377 @@
+"""Video and image I/O through the ffmpeg binary bundled with imageio-ffmpeg.
+
+There is no ffprobe and no system ffmpeg to rely on, so every fact about a file comes
+from the bundled ffmpeg: raw frames go through pipes, stream facts are read from its
+log, container tags from its `ffmetadata` output and frame counts from `framecrc`.
+Frames are never resized: a size the encoder cannot take is an error, not a surprise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+# Web players assume BT.709 for untagged video while ffmpeg converts RGB with BT.601 by
+# default; converting and tagging explicitly keeps colours the same everywhere.
+_X264_ARGS = [
+    "-vf",
+    "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p,"
+    "setparams=range=tv:color_primaries=bt709:color_trc=bt709:colorspace=bt709",
+    "-c:v", "libx264", "-preset", "medium", "-crf", "18",
+    "-movflags", "+faststart",
+]
+_STDERR_TAIL_LINES = 12
+_PKT_FLAG_DISCARD = 0x4  # AV_PKT_FLAG_DISCARD, as printed in framecrc's "F=0x.." column
+_RECONFIGURED = re.compile(
+    rb"Reconfiguring filter graph because video parameters changed to .*? (\d+)x(\d+)"
+)
+
+
+@dataclass
+class VideoInfo:
+    codec: str
+    pix_fmt: str
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+    duration: float
+    metadata: dict[str, str]
+    faststart: bool
+
+
+def _ffmpeg() -> str:
+    # Imported here so that importing sora_cli never pays for locating the binary.
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _run(args: list[str], input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    cmd = [_ffmpeg(), "-hide_banner", "-nostdin", *args]
+    return subprocess.run(cmd, input=input, capture_output=True)
+
+
+def _tail(stderr: bytes, lines: int = _STDERR_TAIL_LINES) -> str:
+    text = stderr.decode("utf-8", "replace").strip().splitlines()
+    return "\n".join(text[-lines:]) or "ffmpeg gave no reason"
+
+
+def _file_arg(path: Path) -> str:
+    # "file:" stops ffmpeg from reading a name like "-x.mp4" as an option or "a:b.mp4"
+    # as a protocol.
+    return "file:" + str(path)
+
+
+def _temp_sibling(path: Path) -> Path:
+    """Reserve a hidden, unique file next to `path` (same filesystem, so renames are atomic)."""
+    while True:
+        tmp = path.with_name(f".{path.name[:120]}.{secrets.token_hex(4)}.part{path.suffix}")
+        try:
+            tmp.open("xb").close()  # "x" keeps the umask's permissions, unlike mkstemp's 0600
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def _exists_error(path: Path) -> FileExistsError:
+    return FileExistsError(f"{path} already exists (pass overwrite to replace it)")
+
+
+def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    # A hard link fails if `path` exists, so a file that appeared meanwhile is never clobbered.
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise _exists_error(path) from None
+    except OSError:
+        # Filesystems without hard links: fall back to a check with a tiny race window.
+        if path.exists():
+            raise _exists_error(path) from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
+def _write_atomically(path: Path, overwrite: bool, fill: Callable[[Path], None]) -> Path:
+    """Let `fill` write a hidden temp file, then move it onto `path`; on any failure,
+    Ctrl-C included, remove the temp file so nothing half-written is ever left."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(path)
+    try:
+        fill(tmp)
+        _commit(tmp, path, overwrite)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _refuse_existing(path: Path, overwrite: bool) -> None:
+    # Checked up front so that no time is spent encoding a file that cannot be saved.
+    if not overwrite and Path(path).exists():
+        raise _exists_error(path)
+
+
+def _check_frames(frames: np.ndarray) -> None:
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+        got = getattr(frames, "dtype", type(frames).__name__)
+        raise ValueError(f"frames must be a uint8 numpy array, got {got}")
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must have shape (T, H, W, 3), got {frames.shape}")
+    t, h, w, _ = frames.shape
+    if t == 0 or h == 0 or w == 0:
+        raise ValueError(f"frames are empty: shape {frames.shape}")
+    if h % 2 or w % 2:
+        raise ValueError(f"H.264 yuv420p needs an even width and height, got {w}x{h} (WxH)")
+
+
+def _utf8_safe(text: str) -> str:
+    # Lone surrogates cannot be encoded into argv, and NUL cannot appear in it at all.
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\0", "")
+
+
+def _metadata_args(metadata: dict | None) -> list[str]:
+    if not metadata:
+        return []
+    comment = json.dumps(metadata, ensure_ascii=False, default=str)
+    args = ["-metadata", "comment=" + _utf8_safe(comment)]
+    if metadata.get("prompt"):
+        args += ["-metadata", "title=" + _utf8_safe(str(metadata["prompt"]))]
+    return args
+
+
+def _encode(frames: np.ndarray, out: Path, fps: float, metadata: dict | None) -> None:
+    t, h, w, _ = frames.shape
+    rate = str(Fraction(fps).limit_denominator(100_000))
+    cmd = [
+        _ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", rate, "-i", "pipe:0",
+        *_X264_ARGS, "-frames:v", str(t), *_metadata_args(metadata), "-f", "mp4", _file_arg(out),
+    ]
+    # stderr goes to a file, not a pipe, so a chatty ffmpeg can never block while we
+    # are busy feeding its stdin.
+    with tempfile.TemporaryFile() as log:
+        # Leaving the `with` closes ffmpeg's stdin and waits for it to exit.
+        with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log) as proc:
+            assert proc.stdin is not None
+            try:
+                for i in range(t):
+                    proc.stdin.write(frames[i].tobytes())
+                proc.stdin.close()
+                proc.wait()
+            except BrokenPipeError:
+                pass  # ffmpeg quit early; its exit code and log say why
+            except BaseException:
+                # Stopped before the caller removes the temp file, so that ffmpeg cannot
+                # finish (and re-create) a file nobody wants.
+                proc.kill()
+                raise
+        if proc.returncode != 0:
+            log.seek(0)
+            reason = _tail(log.read())
+            raise RuntimeError(f"ffmpeg could not encode the video (exit {proc.returncode}):\n{reason}")
+
+
+def write_mp4(
+    frames: np.ndarray, path: Path, fps: float, metadata: dict | None = None, overwrite: bool = False
+) -> Path:
+    """Encode (T, H, W, 3) uint8 RGB frames as H.264/yuv420p MP4, atomically.
+
+    `metadata` is stored as JSON in the `comment` tag (its prompt also as `title`), so
+    that read_metadata() and ordinary media tools can read it back.
+    """
+    _refuse_existing(path, overwrite)
+    _check_frames(frames)
+    if not (fps > 0 and np.isfinite(fps)):
+        raise ValueError(f"fps must be a positive number, got {fps}")
+    return _write_atomically(path, overwrite, lambda tmp: _encode(frames, tmp, fps, metadata))
+
+
+def write_json_atomic(path: Path, data: dict, overwrite: bool = False) -> Path:
+    """Write `data` as pretty UTF-8 JSON with the same atomic/overwrite rules as write_mp4."""
+    _refuse_existing(path, overwrite)
+    text = json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
+    return _write_atomically(path, overwrite, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _parse_video_stream(stderr: bytes) -> tuple[str, str, int, int, float | None]:
+    """(codec, pix_fmt, width, height, fps) of the first input video stream in ffmpeg's log,
+    e.g. "Video: h264 (High) (avc1 / 0x31637661), yuv420p(tv, bt709), 64x48, ..., 16 fps"."""
+    log = stderr.decode("utf-8", "replace").split("\nOutput #")[0]
+    m = re.search(r"^\s*Stream #\d+:\d+\S*: Video: (.*)$", log, re.MULTILINE)
+    if not m:
+        raise ValueError("ffmpeg reported no video stream")
+    parts = [p.strip() for p in re.split(r",(?![^()]*\))", m.group(1))]  # commas outside (...)
+    codec = parts[0].split()[0]
+    pix_fmt = re.match(r"\w*", parts[1]).group(0) if len(parts) > 1 else ""
+    size = next((s for p in parts if (s := re.match(r"(\d+)x(\d+)", p))), None)
+    if not size:
+        raise ValueError("ffmpeg reported no frame size")
+    rates = {}
+    for p in parts:
+        if r := re.fullmatch(r"([\d.]+)(k?) (fps|tbr)", p):
+            rates[r.group(3)] = float(r.group(1)) * (1000 if r.group(2) else 1)  # "1k" = 1000
+    fps = rates.get("fps") or rates.get("tbr")  # tbr: ffmpeg's guess when no average is known
+    return codec, pix_fmt or "unknown", int(size.group(1)), int(size.group(2)), fps
+
+
+def _parse_ffmetadata(text: str) -> dict[str, str]:
+    """Global tags of an ffmetadata file, undoing its backslash escapes."""
+    tags: dict[str, str] = {}
+    # A logical line may span physical lines: newlines inside values are escaped.
+    for line in re.findall(r"(?:\\.|[^\\\n])+", text, re.DOTALL):
+        if line[0] in ";#":
+            continue
+        if line[0] == "[":
+            break  # per-stream and chapter sections follow; only global tags wanted
+        m = re.fullmatch(r"((?:\\.|[^\\=])*)=(.*)", line, re.DOTALL)
+        if m:
+            key, value = (re.sub(r"\\(.)", r"\1", g, flags=re.DOTALL) for g in m.groups())
+            tags[key] = value
+    return tags
+
+
+def _has_faststart(path: Path) -> bool:
+    """True when the top-level `moov` box comes before `mdat` (playback can start early)."""
+    with open(path, "rb") as f:
+        size_total = os.fstat(f.fileno()).st_size
+        pos = 0
+        while pos + 8 <= size_total:
+            f.seek(pos)
+            header = f.read(16)
+            size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if size == 1 and len(header) == 16:
+                size = int.from_bytes(header[8:16], "big")  # 64-bit "largesize"
+            elif size == 0:
+                size = size_total - pos  # box runs to the end of the file
+            if kind == b"moov":
+                return True
+            if kind == b"mdat" or size < 8:
+                return False
+            pos += size
+    return False
+
+
+def probe(path: Path) -> VideoInfo:
+    """Stream facts of the first video stream, with the frame count taken from its packets."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    src = _file_arg(path)
+    # Copying packets into framecrc counts every frame exactly and gives their timestamps.
+    res = _run(["-i", src, "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "pipe:1"])
+    if res.returncode != 0:
+        raise ValueError(f"cannot probe {path}: {_tail(res.stderr, 1)}")
+    codec, pix_fmt, width, height, fps = _parse_video_stream(res.stderr)
+
+    timebase, starts, ends = Fraction(0), [], []
+    for line in res.stdout.decode("ascii", "replace").splitlines():
+        if line.startswith("#tb 0:"):
+            timebase = Fraction(line.split(":", 1)[1].strip())
+        elif line and not line.startswith("#"):
+            # stream, dts, pts, duration, size, crc[, F=flags]
+            fields = [f.strip() for f in line.split(",")]
+            flags = fields[6] if len(fields) > 6 else "F=0x0"
+            if int(flags.removeprefix("F="), 16) & _PKT_FLAG_DISCARD:
+                continue  # cut away by an edit list: decoders never show it
+            pts, dur = int(fields[2]), int(fields[3])
+            starts.append(pts)
+            ends.append(pts + dur)
+    num_frames = len(starts)
+    duration = float((max(ends) - min(starts)) * timebase) if starts else 0.0
+    if not fps and duration > 0:
+        fps = num_frames / duration
+    if duration <= 0 and fps:
+        duration = num_frames / fps
+
+    meta = _run(["-loglevel", "error", "-i", src, "-f", "ffmetadata", "pipe:1"])
+    tags = _parse_ffmetadata(meta.stdout.decode("utf-8", "replace")) if meta.returncode == 0 else {}
+    return VideoInfo(
+        codec=codec, pix_fmt=pix_fmt, width=width, height=height, fps=float(fps or 0.0),
+        num_frames=num_frames, duration=duration, metadata=tags, faststart=_has_faststart(path),
+    )
+
+
+def read_metadata(path: Path) -> dict:
+    """The JSON written by write_mp4 into the comment tag; {} when there is none."""
+    comment = probe(path).metadata.get("comment", "")
+    try:
+        data = json.loads(comment)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _split_ppm_stream(data: bytes) -> list[np.ndarray]:
+    """Frames from ffmpeg's PPM pipe. Unlike the stream header, each PPM header gives
+    the size after ffmpeg has turned a phone video upright."""
+    frames, pos = [], 0
+    header = re.compile(rb"P6\n(\d+) (\d+)\n255\n")
+    while pos < len(data):
+        m = header.match(data, pos)
+        if not m:
+            raise ValueError("unexpected data in ffmpeg's frame stream")
+        w, h = int(m.group(1)), int(m.group(2))
+        start, pos = m.end(), m.end() + w * h * 3
+        if pos > len(data):
+            raise ValueError("truncated frame in ffmpeg's frame stream")
+        frames.append(np.frombuffer(data, np.uint8, w * h * 3, start).reshape(h, w, 3))
+    return frames
+
+
+def _decode(
+    args: list[str], input: bytes | None, what: str, path: Path
+) -> tuple[list[np.ndarray], bytes]:
+    out = ["-f", "image2pipe", "-c:v", "ppm", "-pix_fmt", "rgb24", "pipe:1"]
+    res = _run([*args, *out], input=input)
+    if res.returncode != 0:
+        raise ValueError(f"cannot read {what} {path}: {_tail(res.stderr, 1)}")
+    frames = _split_ppm_stream(res.stdout)
+    if not frames:
+        raise ValueError(f"cannot read {what} {path}: it has no frames")
+    return frames, res.stderr
+
+
+def read_video(path: Path) -> tuple[np.ndarray, float]:
+    """All frames of the first video stream as (T, H, W, 3) uint8 RGB, and its fps."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    # passthrough: hand over each decoded frame once, never duplicating or dropping any
+    # to force a constant rate (GIFs have per-frame delays).
+    args = ["-i", _file_arg(path), "-map", "0:v:0", "-fps_mode", "passthrough"]
+    frames, log = _decode(args, None, "video", path)
+    # After a mid-stream size change ffmpeg scales frames to the first size, and its log
+    # is the only trace of that: a silent resize is not acceptable.
+    _, _, width, height, fps = _parse_video_stream(log)
+    for w, h in _RECONFIGURED.findall(log):
+        if (int(w), int(h)) != (width, height):
+            raise ValueError(f"cannot read video {path}: its frame size changes mid-stream")
+    return np.stack(frames), float(fps or 0.0)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image (png, jpg, webp, ...) as (H, W, 3) uint8 RGB; any alpha channel is dropped."""
+    path = Path(path)
+    # Piped in, so ffmpeg identifies the format from the bytes alone and never reads a
+    # "%" in the file name as an image-sequence pattern.
+    data = path.read_bytes()
+    if not data:
+        raise ValueError(f"cannot read image {path}: the file is empty")
+    frames, _ = _decode(["-i", "pipe:0", "-frames:v", "1"], data, "image", path)
+    return frames[0].copy()
