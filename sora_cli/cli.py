@@ -62,7 +62,7 @@ def generate(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .mp4 file, or a directory for an automatic name."),
     size: Optional[str] = typer.Option(None, help="WIDTHxHEIGHT, e.g. 832x480."),
     aspect: Optional[str] = typer.Option(None, help="Aspect ratio W:H, e.g. 16:9 (with --resolution)."),
-    resolution: Optional[str] = typer.Option(None, help="Short side, e.g. 480p (with --aspect)."),
+    resolution: Optional[str] = typer.Option(None, help="Short side, e.g. 480p. Default: the model's pixel count."),
     frames: Optional[int] = typer.Option(None, help="Number of frames (4n+1)."),
     seconds: Optional[float] = typer.Option(None, help="Duration in seconds (instead of --frames)."),
     fps: Optional[int] = typer.Option(None, help="Frames per second of the MP4. Default: the model's."),
@@ -116,9 +116,10 @@ def generate(
         pipe = Pipeline.from_pretrained(model, device=device, dtype=dtype, offline=offline, offload=offload)
         bars("load model", 1, 1)
         d = pipe.defaults
-        if ratio or short_side:
-            width, height = options.size_for_aspect(ratio or d.width / d.height, short_side or min(d.width, d.height),
-                                                  pipe.size_multiple)
+        if short_side:
+            width, height = options.size_for_aspect(ratio or d.width / d.height, short_side, pipe.size_multiple)
+        elif ratio:  # the model's own pixel count, reshaped: what it was trained to compose
+            width, height = options.size_for_area(ratio, d.width * d.height, pipe.size_multiple)
         if seconds is not None:
             frames = options.frames_for_seconds(seconds, fps or d.fps)
         video = pipe(prompt, negative_prompt=negative, height=height, width=width, num_frames=frames,
@@ -159,14 +160,15 @@ TINY_DIR = Path(__file__).resolve().parent.parent / "weights" / "sora-tiny"
 def train_vae(
     out: Path = typer.Option(TINY_DIR, help="Model folder to write vae/ into."),
     work_dir: Path = typer.Option(Path("runs/sora-tiny"), help="Checkpoints and caches."),
-    steps: int = typer.Option(3000, help="Optimizer steps."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps. Default: the recipe's."),
     seed: int = typer.Option(0, help="Seed of the whole run."),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --work-dir."),
 ) -> None:
     """Train the video VAE on the synthetic world (step 1 of 2)."""
     from .train.vae import VAERecipe, train_vae as run
 
-    record = run(out, work_dir, VAERecipe(steps=steps, seed=seed), resume, " ".join(["sora", *sys.argv[1:]]))
+    recipe = VAERecipe(seed=seed, **({"steps": steps} if steps else {}))
+    record = run(out, work_dir, recipe, resume, " ".join(["sora", *sys.argv[1:]]))
     print(json.dumps(record["results"]))
 
 
@@ -174,16 +176,16 @@ def train_vae(
 def train_dit(
     out: Path = typer.Option(TINY_DIR, help="Model folder holding vae/; transformer/ and the rest are written there."),
     work_dir: Path = typer.Option(Path("runs/sora-tiny"), help="Checkpoints and the latent cache."),
-    steps: int = typer.Option(4000, help="Optimizer steps."),
-    clips: int = typer.Option(3000, help="Distinct training clips, encoded once."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps. Default: the recipe's."),
+    clips: Optional[int] = typer.Option(None, help="Distinct training clips, encoded once. Default: the recipe's."),
     seed: int = typer.Option(0, help="Seed of the whole run."),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --work-dir."),
 ) -> None:
     """Train the diffusion transformer on the VAE's latents and assemble the model (step 2 of 2)."""
     from .train.dit import DiTRecipe, train_dit as run
 
-    record = run(out, work_dir, DiTRecipe(steps=steps, clips=clips, seed=seed), resume,
-                 " ".join(["sora", *sys.argv[1:]]))
+    given = {k: v for k, v in dict(steps=steps, clips=clips).items() if v}
+    record = run(out, work_dir, DiTRecipe(seed=seed, **given), resume, " ".join(["sora", *sys.argv[1:]]))
     print(json.dumps(record["results"]))
 
 

@@ -8,6 +8,7 @@ Snapping is never silent: every change is logged with the value used.
 from __future__ import annotations
 
 import logging
+import math
 import re
 
 from .errors import OptionError
@@ -47,6 +48,19 @@ def size_for_aspect(ratio: float, short_side: int, multiple: int) -> tuple[int, 
     short = _snap(short_side, multiple)
     long = max(multiple, int(short * max(ratio, 1 / ratio)) // multiple * multiple)
     return (long, short) if ratio >= 1 else (short, long)
+
+
+def size_for_area(ratio: float, area: int, multiple: int) -> tuple[int, int]:
+    """The (width, height), multiples of `multiple`, closest to that aspect ratio with about `area` pixels."""
+    ideal_h = math.sqrt(area / ratio)
+    best, best_cost = (multiple, multiple), math.inf
+    for h in range(multiple, int(2 * ideal_h) + multiple, multiple):
+        for w in range(multiple, int(2 * ideal_h * ratio) + multiple, multiple):
+            # The ratio error counts double: a squashed frame looks worse than a slightly small one.
+            cost = 2 * abs(math.log(w / (h * ratio))) + abs(math.log(w * h / area))
+            if cost < best_cost:
+                best, best_cost = (w, h), cost
+    return best
 
 
 def snap_size(width: int, height: int, multiple: int) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -192,10 +192,6 @@ class Pipeline:
         finally:
             if self.offload:
                 module.to("cpu")
-
-    def settings(self) -> dict:
-        return dict(model=self.name, device=str(self.device), dtype=str(self.dtype).removeprefix("torch."),
-                    sampler=self.sampler.sampler, shift=self.sampler.shift, **asdict(self.defaults))
 
 
 def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:

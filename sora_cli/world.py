@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .options import size_for_area
+
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (255, 0, 0), "orange": (255, 165, 0), "yellow": (255, 255, 0),
     "green": (0, 128, 0), "lime": (0, 255, 0), "cyan": (0, 255, 255),
@@ -354,16 +356,8 @@ def _edge_distance(x: np.ndarray, y: np.ndarray, a: tuple[float, float], b: tupl
 @lru_cache(maxsize=None)  # training asks for the buckets once per clip
 def bucket_size(aspect_w: int, aspect_h: int, area: int, multiple: int = 16) -> tuple[int, int]:
     """(height, width), multiples of `multiple`, closest to an aspect ratio and pixel area."""
-    best, best_cost = (multiple, multiple), math.inf
-    ideal_h = math.sqrt(area * aspect_h / aspect_w)
-    ideal_w = ideal_h * aspect_w / aspect_h
-    for h in range(multiple, int(2 * ideal_h) + multiple, multiple):
-        for w in range(multiple, int(2 * ideal_w) + multiple, multiple):
-            # The ratio error counts double: a squashed frame looks worse than a small one.
-            cost = 2 * abs(math.log(w * aspect_h / (h * aspect_w))) + abs(math.log(w * h / area))
-            if cost < best_cost:
-                best, best_cost = (h, w), cost
-    return best
+    width, height = size_for_area(aspect_w / aspect_h, area, multiple)
+    return height, width
 
 
 def buckets() -> list[tuple[int, int, int]]:

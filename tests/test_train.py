@@ -1,0 +1,79 @@
+"""The sora-tiny recipes, run for a few steps: they train, checkpoint, resume exactly, and assemble a model folder
+that the ordinary pipeline loads and generates with."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sora_cli import Pipeline
+from sora_cli.train.common import step_rng
+from sora_cli.train.dit import DiTRecipe, clean_frames, train_dit
+from sora_cli.train.vae import VAERecipe, train_vae
+
+SMALL_VAE = VAERecipe(steps=4, batch=2, crops=((5, 16), (9, 8)), checkpoint_every=2, stat_clips=2, eval_clips=2)
+SMALL_DIT = DiTRecipe(steps=4, batch=2, clips=6, captions_per_clip=2, checkpoint_every=2, text_length=16,
+                      network=dict(patch_size=(1, 4, 4), num_attention_heads=2, attention_head_dim=16,
+                                   in_channels=16, out_channels=16, text_dim=384, freq_dim=32, ffn_dim=32,
+                                   num_layers=1))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out, work = tmp_path_factory.mktemp("tiny-model"), tmp_path_factory.mktemp("tiny-work")
+    vae_record = train_vae(out, work, SMALL_VAE, resume=False, command="test")
+    dit_record = train_dit(out, work, SMALL_DIT, resume=False, command="test")
+    return out, work, vae_record, dit_record
+
+
+def test_recipes_write_a_loadable_model(trained):
+    out, _, vae_record, dit_record = trained
+    assert vae_record["results"]["heldout_psnr_db"] > 0
+    assert json.loads((out / "transformer" / "recipe.json").read_text())["steps"] == SMALL_DIT.steps
+    pipe = Pipeline.from_pretrained(out, device="cpu")
+    assert pipe.text_encoder.model.config.model_type == "bert"  # MiniLM, from its package
+    video = pipe("a red circle moving right on a black background", num_frames=5, num_steps=2, seed=0)
+    assert video.frames.shape == (5, 64, 64, 3) and video.fps == 8
+
+
+def test_vae_latents_are_normalised(trained):
+    out = trained[0]
+    config = json.loads((out / "vae" / "config.json").read_text())
+    assert len(config["latents_mean"]) == config["z_dim"] == 16
+    assert all(s > 0 for s in config["latents_std"]) and any(m != 0 for m in config["latents_mean"])
+
+
+def test_resume_continues_exactly(trained, tmp_path):
+    """Two steps, stop, two more == four straight: every step's randomness comes from (seed, step)."""
+    out, work = trained[0], trained[1]
+    straight = load_file(str(work / "dit.safetensors"))
+    model, fresh = tmp_path / "model", tmp_path / "work"
+    shutil.copytree(out / "vae", model / "vae")  # the recipe trains on this VAE's latents
+    fresh.mkdir()
+    for cached in ("latents.safetensors", "latents.json"):
+        shutil.copy(work / cached, fresh / cached)
+    train_dit(model, fresh, replace(SMALL_DIT, steps=2), resume=False, command="test")
+    train_dit(model, fresh, SMALL_DIT, resume=True, command="test")
+    resumed = load_file(str(fresh / "dit.safetensors"))
+    for key in straight:
+        if key.startswith("model."):
+            assert torch.allclose(straight[key], resumed[key], atol=1e-6), key
+
+
+def test_clean_frame_masks_leave_something_to_generate():
+    rng = step_rng(0, 0)
+    masks = clean_frames(rng, 2000, 5, prob=0.5)
+    assert not masks.all(dim=1).any(), "some sample has every frame clean"
+    share = masks.any(dim=1).float().mean().item()
+    assert 0.4 < share < 0.6
+    kinds = {tuple(m.tolist()) for m in masks}
+    assert (True, False, False, False, False) in kinds  # image-to-video
+    assert (False, False, False, True, True) in kinds   # backwards extension
+    assert (True, False, False, False, True) in kinds   # both ends: connect / loop
+    # Both ends are known often enough to learn extension forwards and backwards.
+    assert masks[:, 0].float().mean() > 0.2 and masks[:, -1].float().mean() > 0.15
