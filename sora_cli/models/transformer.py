@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 from dataclasses import dataclass
 
 import torch
@@ -227,33 +228,26 @@ class Block(nn.Module):
         return x
 
 
-class TimeEmbedder(nn.Module):
-    def __init__(self, freq_dim: int, dim: int):
+class TwoLayerMLP(nn.Module):
+    """linear_1 -> activation -> linear_2: the time embedder (SiLU) and the text embedder (GELU-tanh)."""
+
+    def __init__(self, in_dim: int, dim: int, activation):
         super().__init__()
-        self.linear_1 = nn.Linear(freq_dim, dim)
+        self.linear_1 = nn.Linear(in_dim, dim)
         self.linear_2 = nn.Linear(dim, dim)
+        self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear_2(F.silu(self.linear_1(x)))
-
-
-class TextEmbedder(nn.Module):
-    def __init__(self, text_dim: int, dim: int):
-        super().__init__()
-        self.linear_1 = nn.Linear(text_dim, dim)
-        self.linear_2 = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
+        return self.linear_2(self.activation(self.linear_1(x)))
 
 
 class ConditionEmbedder(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.freq_dim = cfg.freq_dim
-        self.time_embedder = TimeEmbedder(cfg.freq_dim, cfg.dim)
+        self.time_embedder = TwoLayerMLP(cfg.freq_dim, cfg.dim, F.silu)
         self.time_proj = nn.Linear(cfg.dim, 6 * cfg.dim)
-        self.text_embedder = TextEmbedder(cfg.text_dim, cfg.dim)
+        self.text_embedder = TwoLayerMLP(cfg.text_dim, cfg.dim, partial(F.gelu, approximate="tanh"))
 
     def time(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """Distinct timesteps (U,) -> temb (U, D) and block modulation (U, 6, D)."""

