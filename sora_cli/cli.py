@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .cli_edit import register as register_editing
 from .errors import OptionError, SoraError
 
 # typer may vendor its own click: take its usage-error class from typer itself.
@@ -38,21 +39,26 @@ class Bars:
     """One rich progress bar per pipeline stage, created the first time the stage reports."""
 
     def __init__(self, quiet: bool):
+        # rich sends what is printed on stdout through the bars' console while they show; that is only right
+        # when stdout is that terminal too, not a pipe or a file a script is reading.
         self.progress = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, disable=quiet)
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, disable=quiet,
+                                 redirect_stdout=sys.stdout.isatty())
         self.tasks: dict[str, int] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.tasks:  # shown from the first report on: a batch with nothing left to do shows nothing
+            self.progress.start()
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(stage, total=total)
         self.progress.update(self.tasks[stage], completed=done, total=total)
 
     def __enter__(self) -> "Bars":
-        self.progress.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
+        if self.tasks:
+            self.progress.stop()
 
 
 @app.command()
@@ -72,6 +78,9 @@ def generate(
     sampler: Optional[str] = typer.Option(None, help="euler or unipc. Default: the model's scheduler."),
     seed: Optional[int] = typer.Option(None, help="Random seed; the same seed gives the same video."),
     negative: Optional[str] = typer.Option(None, help="Negative prompt. Default: the model's."),
+    image: Optional[Path] = typer.Option(None, help="Image (png, jpg, webp) to start from: the first frame."),
+    loop: bool = typer.Option(False, help="Make the last frame flow into the first (one frame fewer than asked)."),
+    fit: str = typer.Option("crop", help="How an --image of another shape is fitted: crop (centre), pad or stretch."),
     device: Optional[str] = typer.Option(None, help="cuda, mps or cpu. Default: the best available."),
     dtype: Optional[str] = typer.Option(None, help="float32, bfloat16 or float16. Default: bf16 on GPU, fp32 on CPU."),
     offload: bool = typer.Option(False, help="Keep each module on the accelerator only while it runs."),
@@ -82,56 +91,160 @@ def generate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Generate a video from a text prompt."""
+    from . import editing
+    from .clips import check_fit, read
+    from .request import parse_settings
+
+    # Everything the user typed is checked before any model is loaded.
+    settings = parse_settings(size=size, aspect=aspect, resolution=resolution, frames=frames, seconds=seconds,
+                              fps=fps, steps=steps, guidance=guidance, shift=shift, sampler=sampler, seed=seed,
+                              negative=negative)
+    check_fit(fit)
+    source = read(image) if image is not None else None
+    c = dict(model=model, out=out, device=device, dtype=dtype, offload=offload, offline=offline, metadata=metadata,
+             overwrite=overwrite, json_out=json_out, quiet=quiet)
+    render_to_file(prompt, settings, c, lambda pipe, kw: editing.generate(pipe, prompt, source, loop, fit, **kw))
+
+
+def render_to_file(label: str, settings, c: dict, make) -> None:
+    """What every rendering command ends with: name the output, load the model, encode what
+    `make(pipe, pipeline_kwargs)` renders to the MP4 as it is made, report. `c` holds the common options."""
+    import dataclasses
+    import secrets
+
     from . import options
     from .naming import default_filename
 
-    # Everything the user typed is checked before any model is loaded.
-    if size and (aspect or resolution):
-        raise OptionError("--size cannot be combined with --aspect/--resolution; use one or the other")
-    if frames is not None and seconds is not None:
-        raise OptionError("--frames cannot be combined with --seconds; use one or the other")
-    if metadata not in ("mp4", "json"):
-        raise OptionError(f"--metadata '{metadata}' is not allowed; choose mp4 or json")
-    if fps is not None and fps <= 0:
-        raise OptionError(f"--fps {fps} is not allowed; use a positive number")
-    width, height = options.parse_size(size) if size else (None, None)
-    ratio = options.parse_aspect(aspect) if aspect else None
-    short_side = options.parse_resolution(resolution) if resolution else None
-    options.check_sampling(steps, guidance, shift, sampler, seed)
+    if c["metadata"] not in ("mp4", "json"):
+        raise OptionError(f"--metadata '{c['metadata']}' is not allowed; choose mp4 or json")
+    if c["dtype"] is not None:
+        options.parse_dtype(c["dtype"])
+    if settings.seed is None:
+        settings = dataclasses.replace(settings, seed=secrets.randbelow(2**32))
+    path = _output_path(c["out"], default_filename(settings.seed, label), c["overwrite"])
+    sidecar = path.with_suffix(".json")
+    if c["metadata"] == "json" and sidecar.exists() and not c["overwrite"]:
+        raise OptionError(f"{sidecar} already exists; pass --overwrite to replace it")
+
+    from .pipeline import Pipeline
+    from .video import write_json_atomic
+
+    started = time.perf_counter()
+    with Bars(c["quiet"]) as bars:
+        bars("load model", 0, 1)
+        pipe = Pipeline.from_pretrained(c["model"], device=c["device"], dtype=c["dtype"], offline=c["offline"],
+                                        offload=c["offload"])
+        bars("load model", 1, 1)
+        render = make(pipe, dict(settings.pipeline_kwargs(pipe), on_progress=bars))
+        render.write(path, overwrite=c["overwrite"])  # the model runs as the frames are encoded
+    if c["metadata"] == "json":
+        write_json_atomic(sidecar, render.metadata, overwrite=c["overwrite"])
+    record = dict(path=str(path), seconds=round(time.perf_counter() - started, 3), **render.metadata)
+    print(json.dumps(record, ensure_ascii=False) if c["json_out"] else str(path))
+
+
+@app.command()
+def batch(
+    file: str = typer.Argument(..., help="Prompts: .txt (one a line) or .jsonl (one JSON object a line); - is stdin."),
+    out_dir: Path = typer.Option(..., "--out-dir", help="Folder for the videos and manifest.jsonl."),
+    model: Optional[str] = typer.Option(None, help="Model folder, known name or hub repo id. Default: sora-tiny."),
+    size: Optional[str] = typer.Option(None, help="WIDTHxHEIGHT for every line that gives no size."),
+    aspect: Optional[str] = typer.Option(None, help="Aspect ratio W:H of generate lines (with --resolution)."),
+    resolution: Optional[str] = typer.Option(None, help="Short side of generate lines, e.g. 480p."),
+    frames: Optional[int] = typer.Option(None, help="Number of frames (4n+1) of generate lines."),
+    seconds: Optional[float] = typer.Option(None, help="Seconds of generate lines (instead of --frames)."),
+    fps: Optional[int] = typer.Option(None, help="Frames per second of generate lines."),
+    steps: Optional[int] = typer.Option(None, help="Sampling steps."),
+    guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale."),
+    shift: Optional[float] = typer.Option(None, help="Timestep shift of the flow schedule."),
+    sampler: Optional[str] = typer.Option(None, help="euler or unipc."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the lines that give none. Default: derived from each line."),
+    negative: Optional[str] = typer.Option(None, help="Negative prompt of the lines that give none."),
+    repeat: int = typer.Option(1, help="Render each line N times, with seeds seed, seed+1, ..."),
+    force: bool = typer.Option(False, help="Render again the items the manifest records as done."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check every line, list what would render; load no model."),
+    device: Optional[str] = typer.Option(None, help="cuda, mps or cpu. Under torchrun: cuda:LOCAL_RANK."),
+    dtype: Optional[str] = typer.Option(None, help="float32, bfloat16 or float16."),
+    offload: bool = typer.Option(False, help="Keep each module on the accelerator only while it runs."),
+    offline: bool = typer.Option(False, help="Never contact the hub; use the local cache only."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON record per item."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars and no summary."),
+) -> None:
+    """Render every line of a file (prompts, or editing commands) with one model load; run it again to resume.
+    Exit 3 if some items failed."""
+    import signal
+
+    from . import options
+    from .batch import preview, run
+    from .batch_file import read_batch
+    from .distributed import Group, Ranks
+    from .request import parse_settings
+
+    defaults = dict(negative=negative, seed=seed, size=size, aspect=aspect, resolution=resolution, frames=frames,
+                    seconds=seconds, fps=fps, steps=steps, guidance=guidance, shift=shift, sampler=sampler)
+    parse_settings(**defaults)  # the command line's own mistakes are named as such, before the file's
+    if repeat < 1:
+        raise OptionError(f"--repeat {repeat} is not allowed; use 1 or more")
     if dtype is not None:
         options.parse_dtype(dtype)
-    if seed is None:
-        import secrets
+    ranks = Ranks.from_env()
+    if file == "-" and ranks.world > 1:
+        raise OptionError("torchrun ranks cannot share stdin; give the prompt file's name instead of -")
+    lead = ranks.rank == 0  # rank 0 speaks for the whole batch; the others report only their own failures
+    parsed = read_batch(file, out_dir, defaults, repeat)
+    for line, message in parsed.errors if lead else ():
+        print(f"error: {parsed.label}:{line}: {message}", file=sys.stderr)
 
-        seed = secrets.randbelow(2**32)
-    path = _output_path(out, default_filename(seed, prompt), overwrite)
-    if metadata == "json" and path.with_suffix(".json").exists() and not overwrite:
-        raise OptionError(f"{path.with_suffix('.json')} already exists; pass --overwrite to replace it")
+    if dry_run:
+        rows = preview(parsed.items, out_dir, force) if lead else []
+        for item, status, problem in rows:
+            if problem:
+                print(f"error: {parsed.label}:{item.line}: {problem}", file=sys.stderr)
+            path = str(out_dir / item.name)
+            if json_out:
+                print(json.dumps(dict(line=item.line, prompt=item.prompt, seed=item.seed, path=path, status=status,
+                                      error=problem), ensure_ascii=False))
+            elif status == "to render":
+                print(path)
+        count = {s: sum(row[1] == s for row in rows) for s in ("to render", "would fail", "done")}
+        if lead and not quiet:
+            print(f"dry run: {len(rows)} items, {count['to render']} to render, {count['would fail']} would fail, "
+                  f"{count['done']} already done, {len(parsed.errors)} bad lines", file=sys.stderr)
+        raise typer.Exit(2 if parsed.errors else 3 if count["would fail"] else 0)
+    if parsed.errors:
+        if not lead:
+            raise typer.Exit(2)
+        raise OptionError(f"{parsed.label} has {len(parsed.errors)} bad line(s); nothing was rendered")
 
     from .pipeline import Pipeline
 
-    started = time.perf_counter()
-    with Bars(quiet) as bars:
+    def load() -> Pipeline:
         bars("load model", 0, 1)
-        pipe = Pipeline.from_pretrained(model, device=device, dtype=dtype, offline=offline, offload=offload)
+        pipe = Pipeline.from_pretrained(model, device=ranks.device(device), dtype=dtype, offline=offline,
+                                        offload=offload)
         bars("load model", 1, 1)
-        d = pipe.defaults
-        if short_side:
-            width, height = options.size_for_aspect(ratio or d.width / d.height, short_side, pipe.size_multiple)
-        elif ratio:  # the model's own pixel count, reshaped: what it was trained to compose
-            width, height = options.size_for_area(ratio, d.width * d.height, pipe.size_multiple)
-        if seconds is not None:
-            frames = options.frames_for_seconds(seconds, fps or d.fps)
-        video = pipe(prompt, negative_prompt=negative, height=height, width=width, num_frames=frames,
-                     num_steps=steps, guidance_scale=guidance, shift=shift, sampler=sampler, seed=seed, fps=fps,
-                     on_progress=bars)
-    from .video import write_json_atomic, write_mp4
+        return pipe
 
-    write_mp4(video.frames, path, video.fps, video.metadata, overwrite=overwrite)
-    if metadata == "json":
-        write_json_atomic(path.with_suffix(".json"), video.metadata, overwrite=overwrite)
-    record = dict(path=str(path), seconds=round(time.perf_counter() - started, 3), **video.metadata)
-    print(json.dumps(record, ensure_ascii=False) if json_out else str(path))
+    def report(record: dict) -> None:
+        shown = record | dict(path=str(out_dir / record["path"]))
+        if record["status"] != "ok":
+            print(f"error: {parsed.label}:{record['line']}: {record['error']}", file=sys.stderr)
+        if json_out or record["status"] == "ok":
+            print(json.dumps(shown, ensure_ascii=False) if json_out else shown["path"], flush=True)
+
+    def stop(signum, frame):  # a scheduler's SIGTERM (preemption, torchrun) cleans up like Ctrl-C
+        raise KeyboardInterrupt
+
+    started, previous = time.perf_counter(), signal.signal(signal.SIGTERM, stop)
+    try:
+        with Group(ranks) as group, Bars(quiet or not lead) as bars:
+            summary = run(parsed.items, out_dir, group, load, force, report, bars)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if lead and not quiet:
+        print(f"batch: {summary.rendered} rendered, {summary.failed} failed, {summary.skipped} already done "
+              f"in {time.perf_counter() - started:.1f} s; manifest {out_dir / 'manifest.jsonl'}", file=sys.stderr)
+    raise typer.Exit(summary.exit_code)
 
 
 @app.command()
@@ -203,6 +316,9 @@ def _output_path(out: Path | None, name: str, overwrite: bool) -> Path:
         raise OptionError(f"{path} already exists; pass --overwrite to replace it")
     directory.mkdir(parents=True, exist_ok=True)
     return path
+
+
+register_editing(app)  # extend, loop, connect, edit
 
 
 def main() -> None:

@@ -63,26 +63,14 @@ def judge_clip(frames: np.ndarray, fps: float = FPS) -> Judgement:
         raise ValueError(f"expected (T, H, W, 3) frames, got {frames.shape}")
     clip = np.asarray(frames, np.float32)
     num_frames, height, width, _ = clip.shape
-    # The border is almost always background, even when the object brushes an edge.
-    edges = (clip[:, 0], clip[:, -1], clip[:, :, 0], clip[:, :, -1])
-    border = np.concatenate([e.reshape(-1, 3) for e in edges])
-    bg = np.median(border, axis=0)
-    weight, obj_rgb = _object_weight(clip, bg)
+    bg, obj_rgb, found = _locate(clip)
     nothing = Judgement(nearest_color(bg), None, None, "still", (0.0, 0.0), 1.0, 0.0, (0.0,) * 4)
-    if weight is None:
+    if found is None:
         return nothing
-
-    unit = 1.0 / min(height, width)
-    # Work on the few pixels that carry weight: the clip is mostly background.
-    f, y, x = np.nonzero(weight)
-    w = weight[f, y, x].astype(np.float64)
-    area = np.bincount(f, w, num_frames)
+    f, y, x, w, area, cx, cy = found
     visible = area >= MIN_AREA_PIXELS
-    if not visible.any():
-        return nothing
+    unit = 1.0 / min(height, width)
     safe = np.maximum(area, 1e-9)
-    cx = np.bincount(f, w * (x + 0.5), num_frames) / safe
-    cy = np.bincount(f, w * (y + 0.5), num_frames) / safe
     dx, dy = x + 0.5 - cx[f], y + 0.5 - cy[f]
     # exp(-i theta) around each frame's centroid; its powers give the angular harmonics.
     z = (dx - 1j * dy) / np.maximum(np.hypot(dx, dy), 1e-9)
@@ -106,6 +94,41 @@ def judge_clip(frames: np.ndarray, fps: float = FPS) -> Judgement:
         displacement=displacement, area_ratio=ratio, rotation=rotation,
         harmonics=(float(h[2]), float(h[3]), float(h[4]), float(h[5])),
     )
+
+
+def centroids(frames: np.ndarray) -> np.ndarray:
+    """(T, 2) the object's centroid in each frame, in units (x right, y down); NaN where it does not show."""
+    clip = np.asarray(frames, np.float32)
+    out = np.full((len(clip), 2), np.nan)
+    _, _, found = _locate(clip)
+    if found is not None:
+        *_, area, cx, cy = found
+        visible = area >= MIN_AREA_PIXELS
+        out[visible] = np.stack([cx, cy], axis=1)[visible] / min(clip.shape[1:3])
+    return out
+
+
+def _locate(clip: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+    """Background and object colours, and the object's weighted pixels (frame, y, x, weight) with its area and
+    centroid (pixels) per frame; None for the pixels when no object shows in any frame."""
+    num_frames = len(clip)
+    # The border is almost always background, even when the object brushes an edge.
+    edges = (clip[:, 0], clip[:, -1], clip[:, :, 0], clip[:, :, -1])
+    border = np.concatenate([e.reshape(-1, 3) for e in edges])
+    bg = np.median(border, axis=0)
+    weight, obj_rgb = _object_weight(clip, bg)
+    if weight is None:
+        return bg, obj_rgb, None
+    # Work on the few pixels that carry weight: the clip is mostly background.
+    f, y, x = np.nonzero(weight)
+    w = weight[f, y, x].astype(np.float64)
+    area = np.bincount(f, w, num_frames)
+    if not (area >= MIN_AREA_PIXELS).any():
+        return bg, obj_rgb, None
+    safe = np.maximum(area, 1e-9)
+    cx = np.bincount(f, w * (x + 0.5), num_frames) / safe
+    cy = np.bincount(f, w * (y + 0.5), num_frames) / safe
+    return bg, obj_rgb, (f, y, x, w, area, cx, cy)
 
 
 def _object_weight(clip: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:

@@ -103,8 +103,10 @@ def check_complete(folder: Path) -> None:
     if not (folder / "model_index.json").is_file():
         raise ModelError(f"{folder} is not a model folder: model_index.json is missing")
     encoder_dir, tokenizer_dir = text_encoder_dirs(folder, read_json(folder / "model_index.json"))
-    for component, path in zip(COMPONENTS, ("transformer", "vae", encoder_dir, tokenizer_dir, "scheduler")):
-        if not (folder / path).is_dir():
+    # the encoder's folders come back joined to `folder` already (or from a package): not joined again here
+    paths = (folder / "transformer", folder / "vae", encoder_dir, tokenizer_dir, folder / "scheduler")
+    for component, path in zip(COMPONENTS, paths):
+        if not path.is_dir():
             raise ModelError(f"model at {folder} is incomplete: {component}/ is missing")
     for component in ("transformer", "vae"):
         weight_files(folder / component)

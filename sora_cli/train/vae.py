@@ -38,16 +38,20 @@ class VAERecipe:
     warmup: int = 100
     latent_penalty: float = 1e-4  # keeps the latent's scale bounded for diffusion
     ema_decay: float = 0.999
+    # Then the decoder alone, the encoder frozen: reconstructions sharpen while the latents, and so everything
+    # the DiT was trained on, stay exactly as they were.
+    decoder_steps: int = 3000
+    decoder_lr: float = 3e-4
     seed: int = 0
     checkpoint_every: int = 250
     stat_clips: int = 48     # whole clips measured for the latent mean and std
     eval_clips: int = 24     # held-out clips for the reported PSNR
 
 
-def training_batch(r: VAERecipe, step: int) -> torch.Tensor:
+def training_batch(r: VAERecipe, step: int, stream: int = 0) -> torch.Tensor:
     """Crops of freshly rendered training scenes, at random sizes, aspect ratios and durations, mostly centred on
     an object: a random crop of a 64-pixel frame is often plain background, which teaches nothing."""
-    rng = step_rng(r.seed, step)
+    rng = step_rng(r.seed, step, stream)
     sizes = sorted({(h, w) for h, w, _ in world.buckets()})
     frames, crop = r.crops[rng.integers(len(r.crops))]
     clips = []
@@ -82,40 +86,56 @@ def train_vae(out: Path, work: Path, recipe: VAERecipe, resume: bool, command: s
     torch.manual_seed(recipe.seed)
     cfg = VAEConfig(**TINY_VAE, latents_mean=(0.0,) * TINY_VAE["z_dim"], latents_std=(1.0,) * TINY_VAE["z_dim"])
     vae = WanVAE(cfg).train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=recipe.lr, weight_decay=0.0)
-    ema = Ema(vae, recipe.ema_decay)
-    ckpt = work / "vae.safetensors"
-    start, started = 0, time.time()
-    if resume and ckpt.exists():
-        meta = load_checkpoint(ckpt, vae, optimizer, ema)
-        start, started = meta["step"], time.time() - meta.get("elapsed", 0.0)
-        stderr.print(f"resuming VAE training at step {start}")
+    elapsed = run_phase("vae", vae, vae.parameters(), recipe.steps, recipe.lr, recipe.latent_penalty, recipe,
+                        work / "vae.safetensors", resume)
+    vae.requires_grad_(False)
+    decoder = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
+    for p in decoder:
+        p.requires_grad_(True)
+    elapsed += run_phase("decoder", vae, decoder, recipe.decoder_steps, recipe.decoder_lr, 0.0, recipe,
+                         work / "vae-decoder.safetensors", resume)
+    started = time.time() - elapsed  # what the record reports: both phases, across resumes
 
-    with progress_bar() as bar:
-        task = bar.add_task("train vae", total=recipe.steps, completed=start, status="")
-        for step in range(start, recipe.steps):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, recipe.steps, recipe.lr, recipe.warmup)
-            x = training_batch(recipe, step)
-            loss, mse = vae_loss(vae, x, recipe.latent_penalty)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-            optimizer.step()
-            ema.update(vae, step)
-            show_step(bar, task, step + 1, recipe.steps, f"psnr {10 * np.log10(4 / max(mse, 1e-12)):.1f} dB")
-            if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.steps:
-                save_checkpoint(ckpt, vae, optimizer, ema, step + 1, dict(elapsed=time.time() - started))
-
-    vae.load_state_dict(ema.shadow)
     vae.eval().requires_grad_(False)
     cfg.latents_mean, cfg.latents_std = latent_stats(vae, recipe.seed, recipe.stat_clips)
     results = dict(heldout_psnr_db=evaluate_psnr(vae, recipe.seed, recipe.eval_clips))
     save_vae(vae, out / "vae")
     record = recipe_record("vae", command, dict(network=cfg.to_dict(), recipe=recipe.__dict__), started,
-                           recipe.steps, results)
+                           recipe.steps + recipe.decoder_steps, results)
     (out / "vae" / "recipe.json").write_text(json.dumps(record, indent=2))
     return record
+
+
+def run_phase(name: str, vae: WanVAE, params, steps: int, lr: float, latent_penalty: float, recipe: VAERecipe,
+              ckpt: Path, resume: bool) -> float:
+    """Train `params` for `steps`, leave the EMA weights in `vae`; returns the phase's wall time in seconds."""
+    params = list(params)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    ema = Ema(vae, recipe.ema_decay)
+    start, started = 0, time.time()
+    if resume and ckpt.exists():
+        meta = load_checkpoint(ckpt, vae, optimizer, ema)
+        start, started = meta["step"], time.time() - meta.get("elapsed", 0.0)
+        stderr.print(f"resuming {name} training at step {start}")
+
+    with progress_bar() as bar:
+        task = bar.add_task(f"train {name}", total=steps, completed=start, status="")
+        for step in range(start, steps):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, steps, lr, recipe.warmup)
+            # the decoder phase draws other crops than the first, not the same ones again
+            x = training_batch(recipe, step, stream=0 if name == "vae" else 4)
+            loss, mse = vae_loss(vae, x, latent_penalty)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            ema.update(vae, step)
+            show_step(bar, task, step + 1, steps, f"psnr {10 * np.log10(4 / max(mse, 1e-12)):.1f} dB")
+            if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == steps:
+                save_checkpoint(ckpt, vae, optimizer, ema, step + 1, dict(elapsed=time.time() - started))
+    vae.load_state_dict(ema.shadow)
+    return time.time() - started
 
 
 @torch.no_grad()

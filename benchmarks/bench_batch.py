@@ -1,0 +1,98 @@
+"""`sora batch` against a shell loop of `sora generate`, and against the sampling time of the same items.
+
+    python benchmarks/bench_batch.py [--model sora-tiny] [--items 8] [--steps N] [--frames N]
+
+Three measurements of the same items (same prompts, seeds and settings), side by side:
+
+- sampling: one model in this process, the pipeline called once per item; only the calls are timed (text
+  encoding, denoising, decoding), no start-up, no loading, no writing. This is the work that cannot be avoided.
+- batch: one `sora batch` process for all items, timed from start to exit: interpreter start-up, one model load,
+  every item rendered and written, the manifest.
+- loop: one `sora generate` process per item, as a shell loop would run them, each loading the model.
+
+The issue's target is batch <= 1.15 x sampling. The batch's own per-item time (rendering and writing, from its
+manifest) is printed too, so that the one-time start-up and the per-item overhead can be told apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROMPTS = [
+    "a red circle moving right on a black background",
+    "a blue square moving left on a white background",
+    "a yellow triangle moving down on a black background",
+    "a green circle moving up on a white background",
+    "a pink star spinning on black",
+    "a white ball bouncing on a blue background",
+    "a purple square moving right on a grey background",
+    "an orange circle drifting left on black",
+]
+TARGET = 1.15
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="sora-tiny")
+    parser.add_argument("--items", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=None, help="Default: the model's.")
+    parser.add_argument("--frames", type=int, default=None, help="Default: the model's.")
+    args = parser.parse_args()
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.items)]
+    settings = [*(["--steps", str(args.steps)] if args.steps else []),
+                *(["--frames", str(args.frames)] if args.frames else [])]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+
+    sampling = sample_in_process(args.model, prompts, args.steps, args.frames)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        file = tmp / "prompts.jsonl"
+        file.write_text("".join(json.dumps(dict(prompt=p, seed=i)) + "\n" for i, p in enumerate(prompts)))
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "sora_cli", "batch", str(file), "--out-dir", str(tmp / "batch"),
+                        "--model", args.model, *settings, "--quiet"], check=True, env=env, stdout=subprocess.DEVNULL)
+        batch = time.perf_counter() - start
+        records = [json.loads(x) for x in (tmp / "batch" / "manifest.jsonl").read_text().splitlines()]
+        assert len(records) == len(prompts) and all(r["status"] == "ok" for r in records)
+        per_item = sum(r["seconds"] for r in records)
+
+        start = time.perf_counter()
+        for i, prompt in enumerate(prompts):
+            subprocess.run([sys.executable, "-m", "sora_cli", "generate", prompt, "--seed", str(i), "--model",
+                            args.model, *settings, "--out", str(tmp / f"loop{i}.mp4"), "--quiet"], check=True,
+                           env=env, stdout=subprocess.DEVNULL)
+        loop = time.perf_counter() - start
+
+    n = len(prompts)
+    print(f"{n} items, model {args.model}, {' '.join(settings) or 'its default settings'}, "
+          f"{os.environ.get('OMP_NUM_THREADS', 'default')} OMP threads")
+    print(f"{'':<34}{'seconds':>9}{'per item':>10}{'x sampling':>12}")
+    for label, seconds in [("sampling (in process, calls only)", sampling), ("sora batch (one process)", batch),
+                           ("  of which items (render + write)", per_item), (f"{n} x sora generate (shell loop)", loop)]:
+        print(f"{label:<34}{seconds:9.2f}{seconds / n:10.2f}{seconds / sampling:12.2f}")
+    verdict = "met" if batch <= TARGET * sampling else "not met"
+    print(f"target: batch <= {TARGET} x sampling: {batch / sampling:.2f} x, {verdict}; "
+          f"one-time start-up and load {batch - per_item:.2f} s; the loop takes {loop / batch:.1f} x the batch")
+
+
+def sample_in_process(model: str, prompts: list[str], steps: int | None, frames: int | None) -> float:
+    from sora_cli.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(model)
+    total = 0.0
+    for i, prompt in enumerate(prompts):
+        start = time.perf_counter()
+        pipe(prompt, seed=i, num_steps=steps, num_frames=frames)
+        total += time.perf_counter() - start
+    return total
+
+
+if __name__ == "__main__":
+    main()

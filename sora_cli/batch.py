@@ -1,0 +1,172 @@
+"""`sora batch`: render a prompt file's items with one model per process, record each, resume where it stopped.
+
+Resume rule: an item is done when its file exists in DIR and the manifest records it with status "ok"; every other
+item is rendered (replacing a file left without a record, e.g. by a kill between its rename and its record).
+An item's output name holds its line, seed and prompt, so it identifies the item; other settings for the same
+line need --force. A failing item is recorded with its error and the batch goes on.
+
+Every item is made as its mode's command makes it: the same `editing` function with the same options, its frames
+encoded into the MP4 as they are made (`Render.write`: no file until it is complete). So a `generate` item is the
+file `sora generate` writes with the same settings and seed. An item's inputs are read before the model is
+loaded: an item that cannot read them fails without it.
+
+Under torchrun, rank 0 reads the manifest and hands out the list of items left to do; rank r renders the items
+at positions r, r + world, r + 2 world, ... of that list. Seeds and names come from the file alone, so the outputs
+do not depend on the number of ranks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from . import manifest
+from .batch_file import Editing, Item
+from .distributed import Group
+from .errors import OptionError
+from .request import EXTEND_SECONDS
+
+ProgressFn = Callable[[str, int, int], None]
+RecordFn = Callable[[dict], None]
+
+
+@dataclass
+class Summary:
+    rendered: int = 0
+    failed: int = 0
+    skipped: int = 0  # done by an earlier run
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.failed else 0
+
+
+def done_names(out_dir: Path) -> set[str]:
+    """Output names recorded as rendered whose file is still there."""
+    names = {r["path"] for r in manifest.read(out_dir) if r.get("status") == "ok" and isinstance(r.get("path"), str)}
+    return {name for name in names if (Path(out_dir) / name).is_file()}
+
+
+def plan(items: list[Item], out_dir: Path, force: bool = False) -> list[int]:
+    """Positions in `items` of the items to render now."""
+    done = set() if force else done_names(out_dir)
+    return [i for i, item in enumerate(items) if item.name not in done]
+
+
+def preview(items: list[Item], out_dir: Path, force: bool = False) -> list[tuple[Item, str, str | None]]:
+    """What a run would do with each item: (item, "to render" | "would fail" | "done", why it would fail).
+    An item would fail when an input that exists cannot be decoded (read_batch refuses missing ones)."""
+    from .clips import check
+
+    todo = set(plan(items, out_dir, force))
+    checked: dict[str, str | None] = {}  # repeats and other lines share inputs: each file is checked once
+    rows = []
+    for i, item in enumerate(items):
+        problem = None
+        for path in item.inputs if i in todo else ():
+            if path not in checked:
+                try:
+                    check(Path(path))
+                    checked[path] = None
+                except OptionError as e:
+                    checked[path] = str(e)
+            problem = problem or checked[path]
+        rows.append((item, "done" if i not in todo else "would fail" if problem else "to render", problem))
+    return rows
+
+
+def run(items: list[Item], out_dir: Path, group: Group, load_pipeline: Callable[[], object], force: bool = False,
+        on_record: RecordFn | None = None, on_progress: ProgressFn | None = None) -> Summary:
+    """Render this rank's share of the items that are not done; every rank returns the totals of all ranks."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rank, world = group.ranks.rank, group.ranks.world
+    todo = group.broadcast(plan(items, out_dir, force) if rank == 0 else None)
+    mine = [items[i] for i in todo[rank::world]]
+    journal = out_dir / manifest.MANIFEST if world == 1 else manifest.part_path(out_dir, rank)
+    rendered, failed = render(mine, out_dir, journal, load_pipeline, on_record, on_progress)
+    # Adding up the counts is also the meeting at the end: after it no rank writes, and rank 0 can merge.
+    rendered, failed = group.total([rendered, failed])
+    if rank == 0:
+        manifest.merge_parts(out_dir)
+    return Summary(rendered, failed, len(items) - len(todo))
+
+
+def render(items: list[Item], out_dir: Path, journal: Path, load_pipeline: Callable[[], object],
+           on_record: RecordFn | None = None, on_progress: ProgressFn | None = None) -> tuple[int, int]:
+    """Render `items` in order, appending one record each to `journal`; returns (rendered, failed)."""
+    from .clips import read
+
+    progress = on_progress or (lambda stage, done, total: None)
+    pipe, rendered = None, 0
+    for n, item in enumerate(items):
+        progress("items", n, len(items))
+        started = time.perf_counter()
+        try:
+            sources = [read(Path(path)) for path in item.inputs]
+        except Exception as e:  # one bad item must not sink the batch; Ctrl-C is not an Exception
+            record = _record(item, requested(item), "failed", str(e) or type(e).__name__, started)
+        else:
+            if pipe is None:  # only when there is something to render; a model error ends the batch
+                loading = time.perf_counter()
+                pipe = load_pipeline()
+                started += time.perf_counter() - loading  # an item's seconds leave the one model load out
+            record = _render(pipe, item, sources, out_dir / item.name, progress, started)
+        rendered += record["status"] == "ok"
+        manifest.append(journal, record)
+        if on_record:
+            on_record(record)
+    if items:
+        progress("items", len(items), len(items))
+    return rendered, len(items) - rendered
+
+
+def make(pipe, item: Item, sources: list, kw: dict):
+    """The item's `editing.Render`: the editing function of its mode's command, called as that command calls it.
+    `kw`: the settings' pipeline_kwargs and on_progress, as `render_to_file` passes them."""
+    from . import editing
+
+    e, first = item.editing, sources[0] if sources else None
+    prompt = item.prompt or None  # none given: the prompt sora stored in the input, as the commands do
+    kw = dict(kw, fit=e.fit)
+    if item.mode == "extend":
+        return editing.extend(pipe, first, e.seconds or EXTEND_SECONDS, prompt, e.backward, **kw)
+    if item.mode == "loop":
+        return editing.loop(pipe, first, e.seconds, e.duration, prompt, **kw)
+    if item.mode == "connect":
+        return editing.connect(pipe, first, sources[1], e.seconds, prompt, **kw)
+    if item.mode == "edit":
+        return editing.edit(pipe, first, item.prompt, e.strength, **kw)
+    return editing.generate(pipe, item.prompt, first, e.loop, **kw)
+
+
+def requested(item: Item) -> dict:
+    """What the line asked for (None: the model's default), for records of items that were not rendered."""
+    asked = {k: v for k, v in dataclasses.asdict(item.settings).items() if k != "seed"}
+    if item.mode != "generate":
+        asked["mode"] = item.mode
+    if item.inputs:
+        asked |= dict(image=item.image, video=list(item.videos))
+    default = dataclasses.asdict(Editing())
+    return asked | {k: v for k, v in dataclasses.asdict(item.editing).items() if v != default[k]}
+
+
+def _render(pipe, item: Item, sources: list, path: Path, progress: ProgressFn, started: float) -> dict:
+    """Make the item and write it to `path`; its record, failed if anything went wrong."""
+    try:
+        render = make(pipe, item, sources, dict(item.settings.pipeline_kwargs(pipe), on_progress=progress))
+        render.write(path, overwrite=True)  # the model runs as the frames are encoded
+    except Exception as e:  # one bad item must not sink the batch; Ctrl-C is not an Exception
+        return _record(item, requested(item), "failed", str(e) or type(e).__name__, started)
+    return _record(item, render.metadata, "ok", None, started)
+
+
+def _record(item: Item, parameters: dict, status: str, error: str | None, started: float) -> dict:
+    head = dict(line=item.line, prompt=item.prompt, seed=item.seed, path=item.name)
+    tail = dict(status=status, error=error, seconds=round(time.perf_counter() - started, 3),
+                finished=datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+    return head | parameters | tail

@@ -1,0 +1,247 @@
+"""Prompt files for `sora batch`: every line checked and turned into items, each with its seed and output name.
+
+A `.txt` file holds one prompt a line; a `.jsonl` file one JSON object a line. Blank lines and lines starting with
+`#` are skipped in both. Any other name (stdin, `<(...)`) is read as jsonl when its first line starts with `{`.
+Values given on the command line are defaults that a line's own fields override.
+
+Seeds: a line's `seed`, else `--seed`, else a seed derived from the line itself: the first four bytes, big-endian,
+of SHA-256 of "{line number}\\n{prompt}". Reruns, other settings on the line and the number of ranks never change
+it. With `--repeat N` (or a line's `repeat`) the line renders N times, with seeds seed, seed+1, ..., seed+N-1.
+
+Names: `{line:04d}_{seed}_{slug}.mp4` inside DIR, or the line's `out` (a relative .mp4 path that must stay inside
+DIR; with several repeats `_{seed}` is added before `.mp4`).
+
+Modes: a line's `mode` is the command it stands for (`generate`, `extend`, `loop`, `connect`, `edit`), and it takes
+that command's options under the same names and meanings. So `seconds` is the video's length for `generate`, but
+the seconds added for `extend` and the transition's length for `loop` and `connect`; the command line's
+--seconds/--frames (and every default the mode's command does not take) apply to `generate` lines only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .errors import OptionError
+from .naming import safe_join, slugify
+from .request import STRENGTH, Settings, check_editing, parse_settings
+
+SETTING_FIELDS = ("negative", "seed", "size", "aspect", "resolution", "frames", "seconds", "fps", "steps",
+                  "guidance", "shift", "sampler")
+_NUMBER, _WHOLE, _TEXT, _FLAG = (int, float), (int,), (str,), (bool,)
+_TYPES = dict(prompt=_TEXT, negative=_TEXT, seed=_WHOLE, size=_TEXT, aspect=_TEXT, resolution=(str, int),
+              frames=_WHOLE, seconds=_NUMBER, fps=_WHOLE, steps=_WHOLE, guidance=_NUMBER, shift=_NUMBER,
+              sampler=_TEXT, out=_TEXT, repeat=_WHOLE, image=_TEXT, video=(str, list), mode=_TEXT, fit=_TEXT,
+              loop=_FLAG, backward=_FLAG, duration=_NUMBER, strength=_NUMBER)
+# A line that gives one way of stating the size or the length drops the command line's other way, so that
+# `--size 64x64` with a line's `"aspect": "9:16"` is an override, not a conflict.
+_REPLACES = dict(size=("aspect", "resolution"), aspect=("size",), resolution=("size",), frames=("seconds",),
+                 seconds=("frames",))
+# What each mode's command takes (besides prompt, mode, out and repeat); `generate` with an `image` is
+# image-to-video, with `loop` a seamless loop.
+_EVERY_MODE = ("negative", "seed", "steps", "guidance", "shift", "sampler", "size", "fit")
+MODE_FIELDS = dict(generate=(*_EVERY_MODE, "aspect", "resolution", "frames", "seconds", "fps", "image", "loop"),
+                   extend=(*_EVERY_MODE, "video", "seconds", "backward"),
+                   loop=(*_EVERY_MODE, "video", "seconds", "duration"),
+                   connect=(*_EVERY_MODE, "video", "seconds"),
+                   edit=(*_EVERY_MODE, "video", "strength"))
+MODES = tuple(MODE_FIELDS)
+_NEEDS_PROMPT = ("generate", "edit")
+
+
+@dataclass(frozen=True)
+class Editing:
+    """A line's options for its mode, as its command takes them (None: the command's default)."""
+
+    fit: str = "crop"
+    loop: bool = False  # generate
+    seconds: float | None = None  # extend: how much is added; loop, connect: the transition's length
+    backward: bool = False  # extend
+    duration: float | None = None  # loop
+    strength: float = STRENGTH  # edit
+
+
+@dataclass(frozen=True)
+class Item:
+    line: int
+    prompt: str
+    settings: Settings  # its seed is always set
+    name: str  # the output inside DIR, "/"-separated
+    mode: str = "generate"
+    image: str | None = None
+    videos: tuple[str, ...] = ()
+    editing: Editing = Editing()
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The files the item reads: its image or its videos."""
+        return (self.image,) + self.videos if self.image else self.videos
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
+
+
+@dataclass
+class BatchFile:
+    label: str  # the file's name in messages
+    items: list[Item]
+    errors: list[tuple[int, str]]  # (line number, what is wrong)
+
+
+class LineError(ValueError):
+    pass
+
+
+def read_batch(file: str, out_dir: Path, defaults: dict | None = None, repeat: int = 1) -> BatchFile:
+    """Every item of `file`, or the bad lines (all of them) in `.errors`; OptionError if it cannot be read."""
+    label, text, base = _read_text(file)
+    lines = text.split("\n")  # not splitlines(): a form feed or U+2028 in a prompt must not shift line numbers
+    content = [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
+    suffix = Path(file).suffix.lower() if file != "-" else ""
+    jsonl = suffix == ".jsonl" or (suffix != ".txt" and bool(content) and content[0].startswith("{"))
+    defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
+    batch, owners = BatchFile(label, [], []), {}
+    for number, raw in enumerate(lines, 1):
+        raw = raw.strip()
+        if not raw or raw.startswith("#"):
+            continue
+        try:
+            fields = _json_fields(raw) if jsonl else {"prompt": raw}
+            items = _items(number, fields, defaults, repeat, Path(out_dir), base)
+            for item in items:
+                other = owners.setdefault(item.name.lower(), number)  # lower: macOS and Windows ignore case
+                if other != number:
+                    raise LineError(f"output '{item.name}' is also the output of line {other}")
+        except (LineError, OptionError) as e:
+            batch.errors.append((number, str(e)))
+        else:
+            batch.items.extend(items)
+    if not batch.items and not batch.errors:
+        raise OptionError(f"{label} has no prompts (blank lines and # comments are skipped)")
+    return batch
+
+
+def line_seed(line: int, prompt: str) -> int:
+    """The seed of a line that names none (see the module's docstring)."""
+    return int.from_bytes(hashlib.sha256(f"{line}\n{prompt}".encode("utf-8")).digest()[:4], "big")
+
+
+def _read_text(file: str) -> tuple[str, str, Path]:
+    """(label, text, folder that relative input paths start from)."""
+    if file == "-":
+        stream = getattr(sys.stdin, "buffer", None)
+        data = stream.read() if stream is not None else sys.stdin.read().encode("utf-8")
+        label, base = "<stdin>", Path.cwd()
+    else:
+        try:
+            data = Path(file).read_bytes()
+        except OSError as e:
+            raise OptionError(f"cannot read prompt file {file}: {e.strerror or e}") from None
+        label, base = file, Path(file).parent
+    try:
+        return label, data.decode("utf-8-sig"), base
+    except UnicodeDecodeError:
+        raise OptionError(f"{label} is not UTF-8 text") from None
+
+
+def _json_fields(raw: str) -> dict:
+    try:
+        fields = json.loads(raw)
+    except ValueError as e:
+        raise LineError(f"not valid JSON ({e})") from None
+    if not isinstance(fields, dict):
+        raise LineError("a jsonl line must be one JSON object, e.g. {\"prompt\": \"a red fox\"}")
+    unknown = sorted(set(fields) - set(_TYPES))
+    if unknown:
+        raise LineError(f"unknown field {', '.join(map(repr, unknown))}; allowed: {', '.join(_TYPES)}")
+    for key, value in fields.items():
+        kinds = _TYPES[key]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and kinds != _FLAG):  # True is an int too
+            kind = {_NUMBER: "a number", _WHOLE: "a whole number", _TEXT: "text", _FLAG: "true or false"}.get(
+                kinds, "text or a list")
+            raise LineError(f"'{key}' must be {kind}, got {json.dumps(value)}")
+    return fields
+
+
+def _items(line: int, fields: dict, defaults: dict, repeat: int, out_dir: Path, base: Path) -> list[Item]:
+    mode = fields.get("mode", "generate")
+    if mode not in MODES:
+        raise LineError(f"mode '{mode}' is not allowed; choose one of: {', '.join(MODES)}")
+    image, videos = _inputs(mode, fields, base)
+    foreign = [k for k in fields if k not in (*MODE_FIELDS[mode], "prompt", "mode", "out", "repeat")]
+    if foreign:
+        raise LineError(f"mode '{mode}' does not take {', '.join(map(repr, foreign))}; it takes: "
+                        f"{', '.join(MODE_FIELDS[mode])}")
+    prompt = fields.get("prompt", "").strip()
+    if not prompt and mode in _NEEDS_PROMPT:
+        raise LineError("the prompt is empty" if "prompt" in fields else "'prompt' is missing")
+    # An editing mode's `seconds` is its own option, not the video's length (see the module's docstring).
+    taken = [k for k in SETTING_FIELDS if k in MODE_FIELDS[mode] and (mode == "generate" or k != "seconds")]
+    own_options = [f.name for f in dataclasses.fields(Editing) if f.name in fields and f.name not in taken]
+    editing = Editing(**{k: fields[k] for k in own_options})
+    check_editing(editing.fit, editing.seconds, editing.duration, editing.strength)
+
+    own = {k: fields[k] for k in taken if k in fields}
+    merged = {k: v for k, v in defaults.items() if k in taken and not any(k in _REPLACES.get(o, ()) for o in own)}
+    merged |= own
+    if isinstance(merged.get("resolution"), int):
+        merged["resolution"] = str(merged["resolution"])
+    settings = parse_settings(**merged)
+    repeat = fields.get("repeat", repeat)
+    if repeat < 1:
+        raise LineError(f"'repeat' {repeat} is not allowed; use 1 or more")
+    first = line_seed(line, prompt) if settings.seed is None else settings.seed
+    if first + repeat - 1 >= 2**63:
+        raise LineError(f"seed {first} + {repeat} repeats goes past 2^63-1")
+
+    items = []
+    for seed in range(first, first + repeat):
+        name = _out_name(fields["out"], seed if repeat > 1 else None, out_dir) if "out" in fields else \
+            f"{line:04d}_{seed}_{slugify(prompt or Path(videos[0]).stem)}.mp4"
+        items.append(Item(line, prompt, dataclasses.replace(settings, seed=seed), name, mode, image, videos, editing))
+    return items
+
+
+def _inputs(mode: str, fields: dict, base: Path) -> tuple[str | None, tuple[str, ...]]:
+    """The image and video files a line reads, checked to exist and be readable (relative paths start at the
+    prompt file), so that a missing input is a bad line, found before any model is loaded."""
+    image, video = fields.get("image"), fields.get("video")
+    if image is not None and mode != "generate":
+        raise LineError(f"'image' goes with mode 'generate' (image-to-video), not '{mode}'")
+    if mode == "generate" and video is not None:
+        raise LineError("'video' needs a mode: extend, loop, edit or connect")
+    wanted = 2 if mode == "connect" else 1
+    videos = [video] if isinstance(video, str) else list(video or [])
+    if mode != "generate" and (len(videos) != wanted or not all(isinstance(v, str) and v for v in videos)):
+        shape = "a list of two video files" if wanted == 2 else "one video file"
+        raise LineError(f"mode '{mode}' needs 'video': {shape}")
+
+    def existing(name: str) -> str:
+        path = base / Path(name).expanduser()
+        if not path.is_file():
+            where = f" (looked in {base})" if base != Path() else ""
+            raise LineError(f"input file '{name}' " + ("is not a file" if path.exists() else "does not exist") + where)
+        if not os.access(path, os.R_OK):
+            raise LineError(f"input file '{name}' cannot be read (no permission)")
+        return str(path)
+
+    return (None if image is None else existing(image)), tuple(existing(v) for v in videos)
+
+
+def _out_name(out: str, seed: int | None, out_dir: Path) -> str:
+    if not out.lower().endswith(".mp4"):
+        raise LineError(f"'out' {out!r} must be an .mp4 file name")
+    try:
+        safe_join(out_dir, out)
+    except ValueError:
+        raise LineError(f"'out' {out!r} must be a relative path that stays inside {out_dir}") from None
+    name = PurePosixPath(out.replace("\\", "/"))
+    if seed is not None:  # several repeats cannot share one file
+        name = name.with_name(f"{name.stem}_{seed}{name.suffix}")
+    return str(name)

@@ -1,0 +1,237 @@
+"""Every editing feature as known frames: image-to-video, extension both ways, loops, transitions, long videos
+and video-to-video (SDEdit).
+
+Each feature decides which latent frames are known, builds a `chain.Plan`, and names the decoded frames that
+form the new part; `chain` makes the latents window by window and decodes them as one stream. Frames that come
+from an input are written as they were read (brought to the model's fps and size), never regenerated.
+
+How a clip becomes known latents, given the causal VAE (latent 0 is frame 0 alone, latent k >= 1 frames
+4k-3 .. 4k, each seeing only earlier frames):
+- before new frames (extend, the first clip of a transition): its last 1 + 4(a-1) frames, encoded as a clip
+  of their own, are the first a latents; the new frames follow them, as the model was trained to continue.
+- after new frames (extend --backward, the second clip of a transition, a loop's start): the clip's frames
+  1 .. 4b encoded after its frame 0, i.e. latents 1 .. b of its own encoding, are the last b latents. Its frame
+  0 then falls on the last frame of the latent before them, which the model generates; that decoded frame is
+  dropped in favour of the real one, so a transition has 4n - 1 new frames.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import chain, clips
+from .clips import Clip
+from .errors import OptionError
+from .request import EXTEND_SECONDS, STRENGTH, check_editing
+
+log = logging.getLogger("sora")
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass
+class Render:
+    """A video being made: the model runs as `chunks` is iterated, each a (t, H, W, 3) uint8 array."""
+
+    chunks: Iterator[np.ndarray]
+    num_frames: int
+    fps: float
+    seed: int
+    metadata: dict
+
+    def write(self, path: Path, overwrite: bool = False) -> Path:
+        """Encode the frames as they are made; if making them fails, no file is left behind."""
+        from .video import Mp4Writer
+
+        with Mp4Writer(path, self.fps, self.metadata, overwrite) as out:
+            for chunk in self.chunks:
+                out.write(chunk)
+        return Path(path)
+
+
+def window(pipe) -> tuple[int, int]:
+    """(latent frames the model takes at once, latent frames carried from one window into the next)."""
+    frames = pipe.latent_frames(pipe.defaults.num_frames)
+    return frames, max(1, min(max(2, frames // 4), frames - 1))
+
+
+def generate(pipe, prompt: str, image: Clip | None = None, loop: bool = False, fit: str = "crop",
+             on_progress: ProgressFn | None = None, **settings) -> Render:
+    """A video for the prompt, as long as asked (windows beyond the model's own length), optionally starting
+    from an image and/or looping: its last frame flows into its first, so it has one frame fewer than asked."""
+    if image is not None and settings.get("width") is None and settings.get("height") is None:
+        d = pipe.defaults
+        settings["width"], settings["height"] = clips.target_size(image, d.width * d.height, pipe.size_multiple)
+    job = pipe.resolve(prompt, **settings)
+    f, k = window(pipe)
+    length = pipe.latent_frames(job.num_frames)
+    head = None
+    if image is not None:
+        image = clips.conform(Clip(image.frames[:1], None, image.name), job.fps, (job.width, job.height), fit)
+        head = pipe.encode(image.frames)  # (1, C, 1, h, w)
+    tail = max(1, k - 1) if loop else 0
+    if loop and length < tail + 2:  # the loop's end copies latents 1..tail, which must be made before it
+        raise OptionError(f"--loop needs at least {pipe.vae.temporal_stride * (tail + 1) + 1} frames with this model")
+    plan = chain.Plan(length + tail, f, k, head=head, loop_tail=tail, anchor=True)
+    total = job.num_frames - 1 if loop else job.num_frames
+    made = _make(pipe, job, plan, 0, total, on_progress, "--loop" if loop else "--frames")
+    if image is not None:
+        made = _replace_first(made, image.frames[0])
+    spans = len(chain.windows(plan))
+    extra = dict(image=image and image.name, loop=loop or None, windows=spans if spans > 1 else None)
+    return _render(job, made, total, "generate", {key: v for key, v in extra.items() if v is not None})
+
+
+def extend(pipe, clip: Clip, seconds: float = EXTEND_SECONDS, prompt: str | None = None, backward: bool = False,
+           fit: str = "crop", on_progress: ProgressFn | None = None, **settings) -> Render:
+    """The clip with `seconds` of new frames after it (or before it, backwards)."""
+    job, clip = _prepare(pipe, prompt, clip, fit, settings)
+    f, k = window(pipe)
+    st = pipe.vae.temporal_stride
+    new = max(1, round(seconds * job.fps))
+    if not backward:
+        a = min(k, (len(clip.frames) - 1) // st + 1)
+        skip = 1 + st * (a - 1)  # the decoded frames of the clip's own end
+        plan = chain.Plan(a + math.ceil(new / st), f, k, head=encode_end(pipe, clip.frames, a), anchor=True)
+        parts = [[clip.frames], _make(pipe, job, plan, skip, skip + new, on_progress)]
+    else:
+        b = min(k, max(1, (len(clip.frames) - 1) // st))
+        g = math.ceil(new / st) + 1  # the last generated latent ends on the clip's first frame
+        plan = chain.Plan(g + b, f, k, tail=encode_start(pipe, clip.frames, b), backward=True, anchor=True)
+        end = st * (g - 1)
+        parts = [_make(pipe, job, plan, end - new, end, on_progress), [clip.frames]]
+    extra = dict(source=clip.name, backward=backward, new_frames=new)
+    return _render(job, itertools.chain(*parts), len(clip.frames) + new, "extend", extra)
+
+
+def loop(pipe, clip: Clip, seconds: float | None = None, duration: float | None = None,
+         prompt: str | None = None, fit: str = "crop", on_progress: ProgressFn | None = None,
+         **settings) -> Render:
+    """The clip and a transition from its end back to its start, repeated for `duration` seconds if given."""
+    job, clip = _prepare(pipe, prompt, clip, fit, settings)
+    made, count = bridge(pipe, job, clip.frames, clip.frames, seconds, on_progress)
+    period = len(clip.frames) + count
+    total = max(1, round(duration * job.fps)) if duration else period
+
+    def chunks() -> Iterator[np.ndarray]:
+        yield clip.frames[:total]
+        transition = np.concatenate(list(made))  # kept: it comes back every period
+        cycle = itertools.cycle([transition, clip.frames])
+        done = min(total, len(clip.frames))
+        while done < total:
+            piece = next(cycle)[:total - done]
+            done += len(piece)
+            yield piece
+
+    extra = dict(source=clip.name, transition_frames=count, period_frames=period, duration=duration)
+    return _render(job, chunks(), total, "loop", extra)
+
+
+def connect(pipe, first: Clip, second: Clip, seconds: float | None = None, prompt: str | None = None,
+            fit: str = "crop", on_progress: ProgressFn | None = None, **settings) -> Render:
+    """The first clip, a transition from its end into the second clip's start, then the second clip."""
+    job, first = _prepare(pipe, prompt, first, fit, settings)
+    second = clips.conform(second, job.fps, (job.width, job.height), fit)
+    made, count = bridge(pipe, job, first.frames, second.frames, seconds, on_progress)
+    extra = dict(source=first.name, target=second.name, transition_frames=count)
+    total = len(first.frames) + count + len(second.frames)
+    return _render(job, itertools.chain([first.frames], made, [second.frames]), total, "connect", extra)
+
+
+def edit(pipe, clip: Clip, prompt: str, strength: float = STRENGTH, fit: str = "crop",
+         on_progress: ProgressFn | None = None, **settings) -> Render:
+    """Video-to-video: the clip's latents noised to `strength` (1 = pure noise) and denoised with the prompt."""
+    check_editing(strength=strength)
+    job, clip = _prepare(pipe, prompt, clip, fit, settings)
+    f, k = window(pipe)
+    st = pipe.vae.temporal_stride
+    count = st * math.ceil((len(clip.frames) - 1) / st) + 1  # the VAE takes 4n + 1 frames: hold the last one
+    source = pipe.encode(clips.hold(clip.frames, count))
+    plan = chain.Plan(source.shape[2], f, k, source=source, strength=strength)
+    made = _make(pipe, job, plan, 0, len(clip.frames), on_progress)
+    return _render(job, made, len(clip.frames), "edit", dict(source=clip.name, strength=strength))
+
+
+def bridge(pipe, job, before: np.ndarray, after: np.ndarray, seconds: float | None,
+           on_progress: ProgressFn | None) -> tuple[Iterator[np.ndarray], int]:
+    """New frames leading from the end of `before` into the start of `after`, and how many (4n - 1)."""
+    f, k = window(pipe)
+    st = pipe.vae.temporal_stride
+    # as much of each clip as the window allows, the start of the second one frame shorter (its frame 0 is made)
+    b = max(1, min(k - 1, (len(after) - 1) // st, f - k - 1))
+    a = max(1, min(k, (len(before) - 1) // st + 1, f - b - 1))
+    g = max(1, f - a - b) if seconds is None else max(1, round((seconds * job.fps + 1) / st))
+    count = st * g - 1
+    if seconds is not None and count != round(seconds * job.fps):
+        log.warning("a transition has 4n-1 frames; using %d (%.2f s)", count, count / job.fps)
+    plan = chain.Plan(a + g + b, f, k, head=encode_end(pipe, before, a), tail=encode_start(pipe, after, b))
+    skip = 1 + st * (a - 1)
+    return _make(pipe, job, plan, skip, skip + count, on_progress, "--seconds"), count
+
+
+def encode_end(pipe, frames: np.ndarray, count: int) -> Tensor:
+    """The clip's last 1 + 4(count-1) frames encoded as a clip of their own: (1, C, count, h, w)."""
+    need = 1 + pipe.vae.temporal_stride * (count - 1)
+    return pipe.encode(clips.hold(frames[-need:], need, at_start=True))
+
+
+def encode_start(pipe, frames: np.ndarray, count: int) -> Tensor:
+    """Latents 1 .. count of the clip's own encoding (frames 1 .. 4 count, seen after frame 0): how its start
+    looks in the middle of a longer video. A clip too short holds its last frame. (1, C, count, h, w)."""
+    need = 1 + pipe.vae.temporal_stride * count
+    return pipe.encode(clips.hold(frames[:need], need))[:, :, 1:]
+
+
+def _prepare(pipe, prompt: str | None, clip: Clip, fit: str, settings: dict):
+    """The job for editing `clip`, sized after it unless a size is given, and the clip brought to it.
+    Without a prompt, the one sora wrote into the clip is used, if any."""
+    if settings.get("width") is None and settings.get("height") is None:
+        d = pipe.defaults
+        settings["width"], settings["height"] = clips.target_size(clip, d.width * d.height, pipe.size_multiple)
+    settings.pop("num_frames", None)  # the length follows from the clip and the feature
+    job = pipe.resolve(prompt if prompt is not None else str(clip.metadata.get("prompt", "")), **settings)
+    return job, clips.conform(clip, job.fps, (job.width, job.height), fit)
+
+
+def _make(pipe, job, plan: chain.Plan, first: int, stop: int, on_progress: ProgressFn | None,
+          option: str = "--seconds") -> Iterator[np.ndarray]:
+    """Decoded frames first .. stop-1 of the plan's latents, made lazily: the model runs on iteration."""
+    try:
+        chain.windows(plan)  # refuse an impossible plan now, before anything is written
+    except ValueError as e:
+        raise OptionError(f"{option}: {e}") from None
+    progress = on_progress or (lambda stage, done, total: None)
+
+    def frames() -> Iterator[np.ndarray]:
+        context = pipe.encode_prompt(job, progress)
+        generator = torch.Generator("cpu").manual_seed(job.seed)
+        latents = chain.run(pipe, job, context, plan, generator, lambda i, n: progress("denoise", i, n))
+        done = 0
+        for chunk in chain.decode(pipe, latents, first, stop):
+            done += len(chunk)
+            progress("decode", done, stop - first)
+            yield chunk
+
+    return frames()
+
+
+def _replace_first(chunks: Iterable[np.ndarray], frame: np.ndarray) -> Iterator[np.ndarray]:
+    """The known first frame is written as given, not as the VAE reconstructs it."""
+    it = iter(chunks)
+    first = next(it).copy()
+    first[0] = frame
+    yield first
+    yield from it
+
+
+def _render(job, chunks: Iterable[np.ndarray], total: int, operation: str, extra: dict) -> Render:
+    metadata = dict(job.metadata, operation=operation, num_frames=total, **extra)
+    return Render(iter(chunks), total, job.fps, job.seed, metadata)
