@@ -61,7 +61,7 @@ def main() -> None:
         batch = time.perf_counter() - start
         records = [json.loads(x) for x in (tmp / "batch" / "manifest.jsonl").read_text().splitlines()]
         assert len(records) == len(prompts) and all(r["status"] == "ok" for r in records)
-        per_item = sum(r["seconds"] for r in records)
+        per_item = sum(r["elapsed"] for r in records)
 
         start = time.perf_counter()
         for i, prompt in enumerate(prompts):

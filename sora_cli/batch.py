@@ -167,6 +167,6 @@ def _render(pipe, item: Item, sources: list, path: Path, progress: ProgressFn, s
 
 def _record(item: Item, parameters: dict, status: str, error: str | None, started: float) -> dict:
     head = dict(line=item.line, prompt=item.prompt, seed=item.seed, path=item.name)
-    tail = dict(status=status, error=error, seconds=round(time.perf_counter() - started, 3),
+    tail = dict(status=status, error=error, elapsed=round(time.perf_counter() - started, 3),
                 finished=datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
     return head | parameters | tail

@@ -139,7 +139,7 @@ def render_to_file(label: str, settings, c: dict, make) -> None:
         render.write(path, overwrite=c["overwrite"])  # the model runs as the frames are encoded
     if c["metadata"] == "json":
         write_json_atomic(sidecar, render.metadata, overwrite=c["overwrite"])
-    record = dict(path=str(path), seconds=round(time.perf_counter() - started, 3), **render.metadata)
+    record = dict(path=str(path), elapsed=round(time.perf_counter() - started, 3), **render.metadata)
     print(json.dumps(record, ensure_ascii=False) if c["json_out"] else str(path))
 
 

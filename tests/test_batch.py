@@ -273,7 +273,7 @@ def test_render_record_and_resume(tiny_wan_dir, tmp_path, capsys):
     assert [(r["line"], r["prompt"], r["seed"], r["path"], r["status"], r["error"]) for r in recs] == [
         (1, "a red fox", 7, names[0], "ok", None), (2, "blue ball", 7, names[1], "ok", None),
         (4, "green star", 7, names[2], "ok", None)]
-    assert all(r["steps"] == 1 and r["num_frames"] == 1 and r["width"] == 48 and r["seconds"] >= 0 for r in recs)
+    assert all(r["steps"] == 1 and r["num_frames"] == 1 and r["width"] == 48 and r["elapsed"] >= 0 for r in recs)
     assert read_metadata(out / names[0])["seed"] == 7
 
     # The same settings give the same video as `sora generate`: both go through one request module.
@@ -302,7 +302,7 @@ def test_a_failing_item_is_recorded_and_the_rest_rendered(tiny_wan_dir, tmp_path
     (tmp_path / "clip.mp4").write_bytes(b"")
     file = tmp_path / "p.jsonl"
     file.write_text('{"prompt": "one"}\n{"prompt": "two", "out": "blocked/two.mp4"}\n'
-                    '{"mode": "loop", "video": "clip.mp4"}\n{"prompt": "four"}\n')
+                    '{"mode": "loop", "video": "clip.mp4", "seconds": 0.5}\n{"prompt": "four"}\n')
     args = ["batch", str(file), "--out-dir", str(out), *fast(tiny_wan_dir)]
     code, stdout, err = call_sora(capsys, *args)
     assert code == 3
@@ -312,7 +312,8 @@ def test_a_failing_item_is_recorded_and_the_rest_rendered(tiny_wan_dir, tmp_path
     status = {r["line"]: (r["status"], r["error"]) for r in records(out)}
     assert status[1] == status[4] == ("ok", None)
     assert status[2][0] == status[3][0] == "failed" and status[2][1] and "cannot read" in status[3][1]
-    assert [r["mode"] for r in records(out) if r["line"] == 3] == ["loop"]  # what the line asked for
+    # what the line asked for, its seconds not confused with the time taken
+    assert [(r["mode"], r["seconds"]) for r in records(out) if r["line"] == 3] == [("loop", 0.5)]
     # Once the cause is gone, a rerun renders only what failed.
     (out / "blocked").unlink()
     code, stdout, _ = call_sora(capsys, *args)
