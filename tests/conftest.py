@@ -57,3 +57,17 @@ def save_tiny_wan(folder: Path, seed: int = 0, transformer: dict | None = None, 
 @pytest.fixture(scope="session")
 def tiny_wan_dir(tmp_path_factory) -> Path:
     return save_tiny_wan(tmp_path_factory.mktemp("tiny-wan"))
+
+
+@pytest.fixture(scope="session")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    """The same tiny model in both conditioning modes: {"replace": folder, "clean_tokens": folder}."""
+    import shutil
+
+    base = save_tiny_wan(tmp_path_factory.mktemp("modes") / "replace", num_frames=17)
+    clean = base.parent / "clean"
+    shutil.copytree(base, clean)
+    index = json.loads((clean / "model_index.json").read_text())
+    index["_sora"]["conditioning"] = "clean_tokens"
+    (clean / "model_index.json").write_text(json.dumps(index))
+    return {"replace": base, "clean_tokens": clean}

@@ -9,24 +9,12 @@ import shutil
 import pytest
 import torch
 
-from conftest import save_tiny_wan
 from sora_cli import Pipeline
 from sora_cli.conditioning import CLEAN_TOKENS, REPLACE, Guide, KnownFrames, conditioning_mode, sdedit_start
 from sora_cli.sampling import add_noise, flow_sigmas
 
 PROMPT = "a red fox running through snow"
 KNOWN = torch.tensor([True, True, False, False, True])  # 5 latent frames: both ends known
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    base = save_tiny_wan(tmp_path_factory.mktemp("cond") / "replace", num_frames=17)
-    clean = base.parent / "clean"
-    shutil.copytree(base, clean)
-    index = json.loads((clean / "model_index.json").read_text())
-    index["_sora"]["conditioning"] = CLEAN_TOKENS
-    (clean / "model_index.json").write_text(json.dumps(index))
-    return {REPLACE: base, CLEAN_TOKENS: clean}
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,12 @@ and through the CLI on small clips written with write_mp4 (counts, fps, kept fra
 from __future__ import annotations
 
 import json
-import shutil
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import save_tiny_wan
 from sora_cli import Pipeline, chain, editing, judge
 from sora_cli.clips import Clip, fit_frames, resample
 from sora_cli.conditioning import CLEAN_TOKENS, REPLACE
@@ -146,17 +144,6 @@ def test_impossible_plans_are_refused():
 
 
 # ------------------------------------------------------------------------- features on a tiny random model
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    base = save_tiny_wan(tmp_path_factory.mktemp("edit") / "replace", num_frames=17)
-    clean = base.parent / "clean"
-    shutil.copytree(base, clean)
-    index = json.loads((clean / "model_index.json").read_text())
-    index["_sora"]["conditioning"] = CLEAN_TOKENS
-    (clean / "model_index.json").write_text(json.dumps(index))
-    return {REPLACE: base, CLEAN_TOKENS: clean}
-
 
 @pytest.fixture(scope="module", params=[REPLACE, CLEAN_TOKENS])
 def pipe(request, folders):
