@@ -87,13 +87,13 @@ def train_vae(out: Path, work: Path, recipe: VAERecipe, resume: bool, command: s
     cfg = VAEConfig(**TINY_VAE, latents_mean=(0.0,) * TINY_VAE["z_dim"], latents_std=(1.0,) * TINY_VAE["z_dim"])
     vae = WanVAE(cfg).train()
     elapsed = run_phase("vae", vae, vae.parameters(), recipe.steps, recipe.lr, recipe.latent_penalty, recipe,
-                        work / "vae.safetensors", resume)
+                        work / "vae.safetensors", resume, stream=0)
     vae.requires_grad_(False)
     decoder = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
     for p in decoder:
         p.requires_grad_(True)
     elapsed += run_phase("decoder", vae, decoder, recipe.decoder_steps, recipe.decoder_lr, 0.0, recipe,
-                         work / "vae-decoder.safetensors", resume)
+                         work / "vae-decoder.safetensors", resume, stream=4)  # new crops, not phase 1's
     started = time.time() - elapsed  # what the record reports: both phases, across resumes
 
     vae.eval().requires_grad_(False)
@@ -107,7 +107,7 @@ def train_vae(out: Path, work: Path, recipe: VAERecipe, resume: bool, command: s
 
 
 def run_phase(name: str, vae: WanVAE, params, steps: int, lr: float, latent_penalty: float, recipe: VAERecipe,
-              ckpt: Path, resume: bool) -> float:
+              ckpt: Path, resume: bool, stream: int) -> float:
     """Train `params` for `steps`, leave the EMA weights in `vae`; returns the phase's wall time in seconds."""
     params = list(params)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -123,8 +123,7 @@ def run_phase(name: str, vae: WanVAE, params, steps: int, lr: float, latent_pena
         for step in range(start, steps):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, steps, lr, recipe.warmup)
-            # the decoder phase draws other crops than the first, not the same ones again
-            x = training_batch(recipe, step, stream=0 if name == "vae" else 4)
+            x = training_batch(recipe, step, stream)
             loss, mse = vae_loss(vae, x, latent_penalty)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
