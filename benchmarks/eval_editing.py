@@ -64,6 +64,8 @@ def join_figures(frames: np.ndarray, join: int, fps: float) -> dict:
     c = changes(frames)
     median = float(np.median(np.delete(c, join - 1)))
     error = float(np.linalg.norm(after - before) / max(np.linalg.norm(before), 1e-9))
+    if np.isnan(error):  # the object is gone after the join: the worst outcome, not a missing figure
+        error = float("inf")
     return dict(velocity_error=error, join_ratio=float(c[join - 1] / max(median, 1e-9)))
 
 

@@ -1,6 +1,6 @@
 """Prompt adherence of the embedded model on held-out captions, judged from the decoded frames alone.
 
-    python benchmarks/eval_sora_tiny.py [--clips 100] [--model PATH] [--out results.json]
+    python benchmarks/eval_sora_tiny.py [--clips 100] [--seed N] [--model PATH] [--out results.json] [--through-vae]
 
 Captions come from the world's held-out split: (shape, colour, background, motion) combinations and phrasings
 that training never saw. Each clip is generated at one of the five aspect-ratio buckets and measured with
@@ -36,6 +36,9 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    parser.add_argument("--through-vae", action="store_true",
+                        help="judge each caption's true clip after the VAE instead of a generated one: the ceiling "
+                             "the VAE sets on these figures")
     args = parser.parse_args()
 
     pipe = Pipeline.from_pretrained(args.model)
@@ -46,14 +49,18 @@ def main() -> None:
         scene = world.sample_scene(rng, "heldout", num_objects=1)
         text = captions.caption(scene, rng, "heldout")
         height, width = sizes[i % len(sizes)]
-        video = pipe(text, height=height, width=width, num_frames=17, num_steps=args.steps,
-                     guidance_scale=args.guidance, seed=args.seed * 100003 + i)
-        verdict = judge.agreement(judge.scene_facts(scene), judge.judge_clip(video.frames, video.fps))
+        if args.through_vae:
+            frames, fps = pipe.decode(pipe.encode(world.render(scene, 17, height, width))), world.FPS
+        else:
+            video = pipe(text, height=height, width=width, num_frames=17, num_steps=args.steps,
+                         guidance_scale=args.guidance, seed=args.seed * 100003 + i)
+            frames, fps = video.frames, video.fps
+        verdict = judge.agreement(judge.scene_facts(scene), judge.judge_clip(frames, fps))
         for key, ok in verdict.items():
             hits[key].append(ok)
         if scene.objects[0].motion in world.DIRECTIONS:
             hits["direction"].append(verdict["motion"])
-        hits["in_frame"].append(in_frame(video.frames, scene.background))
+        hits["in_frame"].append(in_frame(frames, scene.background))
         if width != height:
             hits["wide_or_tall_in_frame"].append(hits["in_frame"][-1])
         print(f"{i:3d} {width}x{height} {'ok ' if all(verdict.values()) else 'MISS'} {text!r} "

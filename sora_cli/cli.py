@@ -342,6 +342,7 @@ def main() -> None:
         print(f"error: {e.strerror or e}: {e.filename}" if e.filename else f"error: {e}", file=sys.stderr)
         code = 1
     except (typer.Abort, KeyboardInterrupt):
-        print("interrupted", file=sys.stderr)
         code = 130
+    if code == 130:  # typer turns a Ctrl-C inside a command into this exit code before it reaches us
+        print("interrupted", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)

@@ -122,7 +122,7 @@ def test_long_prompts_are_truncated_with_a_warning(ours, caplog):
 
 def test_padding_positions_are_zero(ours):
     context = ours.encode_text(["a fox", "a red fox running"])
-    lengths = [len(ours.text_encoder.tokenizer(p)["input_ids"]) for p in ("a fox", "a red fox running")]
+    lengths = [ours.text_encoder.tokenizer.count(p) for p in ("a fox", "a red fox running")]
     for row, n in zip(context, lengths):
         assert row[:n].abs().sum() > 0
         assert row[n:].abs().sum() == 0

@@ -37,7 +37,7 @@ def test_recipes_write_a_loadable_model(trained):
     assert vae_record["results"]["heldout_psnr_db"] > 0
     assert json.loads((out / "transformer" / "recipe.json").read_text())["steps"] == SMALL_DIT.steps
     pipe = Pipeline.from_pretrained(out, device="cpu")
-    assert pipe.text_encoder.model.config.model_type == "bert"  # MiniLM, from its package
+    assert pipe.text_encoder.model.config.model_type == "bert"  # MiniLM, from its package, run by bert.py
     video = pipe("a red circle moving right on a black background", num_frames=5, num_steps=2, seed=0)
     assert video.frames.shape == (5, 64, 64, 3) and video.fps == 8
 
@@ -58,6 +58,8 @@ def test_decoder_phase_sharpens_without_moving_the_latents(trained):
     decoder = [k for k in shipped if k.startswith(("decoder.", "post_quant_conv."))]
     assert encoder and decoder
     assert all(torch.equal(first[k], shipped[k]) for k in encoder)
+    config = json.loads((out / "vae" / "config.json").read_text())
+    assert config["decoder_base_dim"] == SMALL_VAE.decoder_base_dim > config["base_dim"]  # the wider decoder
     assert any(not torch.equal(first[k], shipped[k]) for k in decoder)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +39,10 @@ class VAERecipe:
     latent_penalty: float = 1e-4  # keeps the latent's scale bounded for diffusion
     ema_decay: float = 0.999
     # Then the decoder alone, the encoder frozen: reconstructions sharpen while the latents, and so everything
-    # the DiT was trained on, stay exactly as they were.
+    # the DiT was trained on, stay exactly as they were. A decoder wider than phase 1's starts afresh.
     decoder_steps: int = 3000
-    decoder_lr: float = 3e-4
+    decoder_lr: float = 1e-3
+    decoder_base_dim: int = 32
     seed: int = 0
     checkpoint_every: int = 250
     stat_clips: int = 48     # whole clips measured for the latent mean and std
@@ -86,14 +87,20 @@ def train_vae(out: Path, work: Path, recipe: VAERecipe, resume: bool, command: s
     torch.manual_seed(recipe.seed)
     cfg = VAEConfig(**TINY_VAE, latents_mean=(0.0,) * TINY_VAE["z_dim"], latents_std=(1.0,) * TINY_VAE["z_dim"])
     vae = WanVAE(cfg).train()
-    elapsed = run_phase("vae", vae, vae.parameters(), recipe.steps, recipe.lr, recipe.latent_penalty, recipe,
-                        work / "vae.safetensors", resume, stream=0)
+    elapsed, trained = run_phase("vae", vae, vae.parameters(), recipe.steps, recipe.lr, recipe.latent_penalty,
+                                 recipe, work / "vae.safetensors", resume, stream=0)
+    if recipe.decoder_base_dim != cfg.base_dim:
+        cfg = replace(cfg, decoder_base_dim=recipe.decoder_base_dim)
+        encoder = {k: v for k, v in vae.state_dict().items() if k.startswith(("encoder.", "quant_conv."))}
+        vae = WanVAE(cfg).train()
+        vae.load_state_dict(encoder, strict=False)
     vae.requires_grad_(False)
     decoder = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
     for p in decoder:
         p.requires_grad_(True)
+    # A decoder checkpoint only continues if it grew from this encoder; stream 4: new crops, not phase 1's.
     elapsed += run_phase("decoder", vae, decoder, recipe.decoder_steps, recipe.decoder_lr, 0.0, recipe,
-                         work / "vae-decoder.safetensors", resume, stream=4)  # new crops, not phase 1's
+                         work / "vae-decoder.safetensors", resume and not trained, stream=4)[0]
     started = time.time() - elapsed  # what the record reports: both phases, across resumes
 
     vae.eval().requires_grad_(False)
@@ -107,8 +114,9 @@ def train_vae(out: Path, work: Path, recipe: VAERecipe, resume: bool, command: s
 
 
 def run_phase(name: str, vae: WanVAE, params, steps: int, lr: float, latent_penalty: float, recipe: VAERecipe,
-              ckpt: Path, resume: bool, stream: int) -> float:
-    """Train `params` for `steps`, leave the EMA weights in `vae`; returns the phase's wall time in seconds."""
+              ckpt: Path, resume: bool, stream: int) -> tuple[float, bool]:
+    """Train `params` for `steps`, leave the EMA weights in `vae`.
+    Returns the phase's wall time in seconds and whether any step ran now."""
     params = list(params)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     ema = Ema(vae, recipe.ema_decay)
@@ -134,7 +142,7 @@ def run_phase(name: str, vae: WanVAE, params, steps: int, lr: float, latent_pena
             if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == steps:
                 save_checkpoint(ckpt, vae, optimizer, ema, step + 1, dict(elapsed=time.time() - started))
     vae.load_state_dict(ema.shadow)
-    return time.time() - started
+    return time.time() - started, start < steps
 
 
 @torch.no_grad()
