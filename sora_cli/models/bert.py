@@ -43,12 +43,18 @@ class BertConfig:
         return cfg
 
 
+def _table(rows: int, dim: int) -> nn.Embedding:
+    """An embedding left uninitialised: its values always come from the checkpoint, and nn.Embedding's normal_
+    init, on the meta device the loader builds on, would import torch._dynamo (seconds of start-up)."""
+    return nn.Embedding(rows, dim, _weight=torch.empty(rows, dim))
+
+
 class Embeddings(nn.Module):
     def __init__(self, cfg: BertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
-        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.word_embeddings = _table(cfg.vocab_size, cfg.hidden_size)
+        self.position_embeddings = _table(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type_embeddings = _table(cfg.type_vocab_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def forward(self, ids: Tensor) -> Tensor:  # (B, L) -> (B, L, D); one segment, so token type 0 throughout

@@ -100,6 +100,16 @@ def timestep_features(t: Tensor, dim: int) -> Tensor:
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 
+def modulation_table(rows: int, dim: int) -> nn.Parameter:
+    """A learnt (1, rows, dim) shift/scale/gate table. Left empty on the meta device, where a loader builds the
+    model only to fill it from disk: normal_ there goes through torch's Python decompositions, whose first use
+    imports torch._dynamo, 1.5 s of every start."""
+    table = torch.empty(1, rows, dim)
+    if table.device.type != "meta":
+        nn.init.normal_(table, std=dim**-0.5)
+    return nn.Parameter(table)
+
+
 def rope_angles(head_dim: int, grid: tuple[int, int, int], device: torch.device) -> Tensor:
     """Rotation angles (L, head_dim/2) for tokens on a (f, h, w) grid, L = f*h*w.
 
@@ -211,7 +221,7 @@ class Block(nn.Module):
         self.ffn = FeedForward(dim, cfg.ffn_dim)
         self.norm3 = LayerNorm32(dim, cfg.eps, elementwise_affine=False)
         # learned offsets added to the timestep's 6 modulation vectors
-        self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+        self.scale_shift_table = modulation_table(6, dim)
 
     def forward(self, x: Tensor, context: Tensor, mod: Modulation, rope: tuple[Tensor, Tensor]) -> Tensor:
         # x: (B, L, D) in compute dtype; modulation vectors are fp32 (B, 1 or L, D)
@@ -280,7 +290,7 @@ class WanTransformer(nn.Module):
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.num_layers)])
         self.norm_out = LayerNorm32(dim, config.eps, elementwise_affine=False)
         self.proj_out = nn.Linear(dim, self.out_channels * math.prod(patch))
-        self.scale_shift_table = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+        self.scale_shift_table = modulation_table(2, dim)
         # plain attribute, not a buffer: meta construction + assign=True loading must not need it
         self._rope_cache: tuple[tuple, tuple[Tensor, Tensor]] | None = None
 
