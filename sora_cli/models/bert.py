@@ -8,7 +8,6 @@ tokenizer is the checkpoint's tokenizer.json run by the `tokenizers` library.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ModelError
-from ..loading import load_state_dict
+from ..loading import load_state_dict, read_json
 
 
 @dataclass
@@ -128,7 +127,7 @@ class BertModel(nn.Module):
 
     @classmethod
     def load(cls, folder: Path, dtype: torch.dtype) -> "BertModel":
-        cfg = BertConfig.from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+        cfg = BertConfig.from_dict(read_json(folder / "config.json"))
         with torch.device("meta"):
             model = cls(cfg)
         # The pooler (a sentence head) and the position-id buffer are not needed for token states.
