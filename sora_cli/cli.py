@@ -119,6 +119,8 @@ def render_to_file(label: str, settings, c: dict, make) -> None:
         raise OptionError(f"--metadata '{c['metadata']}' is not allowed; choose mp4 or json")
     if c["dtype"] is not None:
         options.parse_dtype(c["dtype"])
+    if c["device"] is not None:
+        options.parse_device(c["device"])
     if settings.seed is None:
         settings = dataclasses.replace(settings, seed=secrets.randbelow(2**32))
     path = _output_path(c["out"], default_filename(settings.seed, label), c["overwrite"])
@@ -187,6 +189,8 @@ def batch(
         raise OptionError(f"--repeat {repeat} is not allowed; use 1 or more")
     if dtype is not None:
         options.parse_dtype(dtype)
+    if device is not None:
+        options.parse_device(device)
     ranks = Ranks.from_env()
     if file == "-" and ranks.world > 1:
         raise OptionError("torchrun ranks cannot share stdin; give the prompt file's name instead of -")
@@ -291,14 +295,18 @@ def train_dit(
     work_dir: Path = typer.Option(Path("runs/sora-tiny"), help="Checkpoints and the latent cache."),
     steps: Optional[int] = typer.Option(None, help="Optimizer steps. Default: the recipe's."),
     clips: Optional[int] = typer.Option(None, help="Distinct training clips, encoded once. Default: the recipe's."),
+    batch: Optional[int] = typer.Option(None, help="Clips per step. Default: the recipe's."),
     seed: int = typer.Option(0, help="Seed of the whole run."),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --work-dir."),
+    device: str = typer.Option("cpu", help="cpu, or cuda to train further on a GPU; the data is the same."),
 ) -> None:
     """Train the diffusion transformer on the VAE's latents and assemble the model (step 2 of 2)."""
+    from .options import parse_device
     from .train.dit import DiTRecipe, train_dit as run
 
-    given = {k: v for k, v in dict(steps=steps, clips=clips).items() if v}
-    record = run(out, work_dir, DiTRecipe(seed=seed, **given), resume, " ".join(["sora", *sys.argv[1:]]))
+    device = parse_device(device)
+    given = {k: v for k, v in dict(steps=steps, clips=clips, batch=batch).items() if v}
+    record = run(out, work_dir, DiTRecipe(seed=seed, **given), resume, " ".join(["sora", *sys.argv[1:]]), device)
     print(json.dumps(record["results"]))
 
 

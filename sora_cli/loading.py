@@ -23,7 +23,7 @@ from typing import Callable, TypeVar
 import torch
 from torch import nn
 
-from .errors import ModelError
+from .errors import ModelError, OptionError
 
 # Known names for --model. The embedded model ships in the repository's weights/ folder.
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -158,6 +158,20 @@ def load_state_dict(folder: Path, dtype: torch.dtype | None = None,
 
 
 M = TypeVar("M", bound=nn.Module)
+
+
+def open_device(name: str | torch.device | None = None) -> torch.device:
+    """The named device, or the best one here when none is named; a device this machine lacks is an OptionError."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available()
+                            else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise OptionError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s) for torch "
+                          f"{torch.__version__}; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise OptionError(f"--device {name}: Metal (mps) is not available here; use --device cpu")
+    return device
 
 
 def load_module(build: Callable[[], M], folder: Path, device: torch.device | str, dtype: torch.dtype,

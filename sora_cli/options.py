@@ -114,6 +114,13 @@ def check_sampling(num_steps: int | None = None, guidance_scale: float | None = 
         raise OptionError(f"--seed {seed} is not allowed; use a whole number from 0 to 2^63-1")
 
 
+def parse_device(name: str) -> str:
+    """'cuda', 'cuda:1', 'mps' or 'cpu'; whether this machine has it is checked when the model is loaded."""
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name.strip().lower()):
+        raise OptionError(f"--device '{name}' is not allowed; choose cpu, cuda, cuda:N or mps")
+    return name.strip().lower()
+
+
 def parse_dtype(name: str) -> str:
     """'bf16' -> 'bfloat16' (a torch dtype name)."""
     if name.lower() not in DTYPES:

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from . import options
 from .errors import ModelError
-from .loading import load_module, read_json, resolve_model, text_encoder_dirs
+from .loading import load_module, open_device, read_json, resolve_model, text_encoder_dirs
 from .models.text_encoder import TextEncoder
 from .models.transformer import FP32_PARAM_PATTERNS, TransformerConfig, WanTransformer
 from .models.vae import VAEConfig, WanVAE
@@ -81,14 +81,6 @@ class Video:
     metadata: dict = field(default_factory=dict)
 
 
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 class Pipeline:
     def __init__(self, transformer: WanTransformer, vae: WanVAE, text_encoder: TextEncoder,
                  sampler: SamplerConfig, defaults: Defaults, device: torch.device, dtype: torch.dtype,
@@ -103,7 +95,7 @@ class Pipeline:
                         dtype: str | torch.dtype | None = None, offline: bool = False,
                         offload: bool = False) -> "Pipeline":
         folder = resolve_model(None if model is None else str(model), offline=offline)
-        device = torch.device(device) if device is not None else default_device()
+        device = open_device(device)
         dtype = _parse_dtype(dtype) if dtype is not None else (torch.float32 if device.type == "cpu" else torch.bfloat16)
         index = read_json(folder / "model_index.json")
         defaults = Defaults.from_model_index(index)

@@ -91,6 +91,8 @@ def test_snapping_is_reported(tiny_wan_dir, tmp_path, capsys):
     (["--aspect", "wide"], "--aspect"),
     (["--frames", "9", "--seconds", "2"], "--seconds"),
     (["--dtype", "int8"], "--dtype"),
+    (["--device", "tpu"], "--device"),
+    (["--device", "cuda:99"], "--device"),  # well formed, but no such GPU here
     (["--metadata", "xml"], "--metadata"),
     (["--out", "clip.avi"], "--out"),
 ])

@@ -67,12 +67,13 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ema: Ema | None,
                     step: int, extra: dict | None = None) -> None:
     """Model, EMA and Adam moments as safetensors (no pickle), the rest as JSON; written atomically."""
-    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if ema is not None:
-        tensors |= {f"ema.{k}": v.contiguous() for k, v in ema.shadow.items()}
+        tensors |= {f"ema.{k}": v for k, v in ema.shadow.items()}
     opt = optimizer.state_dict()
     for idx, state in opt["state"].items():
-        tensors |= {f"adam.{idx}.{k}": torch.as_tensor(v).contiguous() for k, v in state.items()}
+        tensors |= {f"adam.{idx}.{k}": torch.as_tensor(v) for k, v in state.items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta = dict(step=step, param_groups=opt["param_groups"], **(extra or {}))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
@@ -81,12 +82,13 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ema: Ema | None) -> dict:
-    tensors = load_file(str(path))
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ema: Ema | None,
+                    device: str | torch.device = "cpu") -> dict:
+    tensors = load_file(str(path))  # Adam's moments follow their parameters; its step counters stay here
     meta = json.loads(path.with_suffix(".json").read_text())
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
     if ema is not None:
-        ema.shadow = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        ema.shadow = {k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("ema.")}
     state: dict[int, dict] = {}
     for k, v in tensors.items():
         if k.startswith("adam."):

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import captions, world
-from ..loading import TEXT_ENCODER_PACKAGES, load_module, read_json, text_encoder_dirs
+from ..loading import TEXT_ENCODER_PACKAGES, load_module, open_device, read_json, text_encoder_dirs
 from ..models.text_encoder import TextEncoder
 from ..models.transformer import TransformerConfig, WanTransformer, frame_timesteps_to_tokens
 from ..models.vae import VAEConfig, WanVAE
@@ -38,8 +38,7 @@ from .common import (Ema, load_checkpoint, lr_at, progress_bar, recipe_record, s
 # Patches of 4x4 latents (16x16 pixels) keep the sequence short enough to train on a CPU.
 TINY_DIT = dict(patch_size=(1, 4, 4), num_attention_heads=4, attention_head_dim=64, in_channels=16,
                 out_channels=16, text_dim=384, freq_dim=256, ffn_dim=1024, num_layers=6)
-TEXT_PACKAGE = TEXT_ENCODER_PACKAGES[0]
-MIN_SIGMA = 0.05  # MiniLM, shipped inside a PyPI package
+TEXT_PACKAGE = TEXT_ENCODER_PACKAGES[0]  # MiniLM, shipped inside a PyPI package
 
 
 @dataclass
@@ -54,6 +53,7 @@ class DiTRecipe:
     caption_dropout: float = 0.1
     clean_mask_prob: float = 0.3
     shift: float = 3.0            # the schedule the sampler uses
+    loss_floor: float = 0.05      # the velocity loss divides the x0 error by max(sigma, this)
     text_length: int = 40
     frames: int = 17              # clips are encoded at this length; shorter prefixes come free (causal VAE)
     area: int = 64 * 64           # pixel budget of the aspect-ratio buckets
@@ -85,7 +85,8 @@ def build_dataset(r: DiTRecipe, vae: WanVAE, vae_id: str, text: TextEncoder,
         for i in range(r.clips):
             h, w = sizes[rng.integers(len(sizes))]
             scene = world.sample_scene(rng, "train")
-            latents = vae.encode(to_model_range(world.render(scene, r.frames, h, w)[None]))[0]
+            clip = to_model_range(world.render(scene, r.frames, h, w)[None]).to(next(vae.parameters()).device)
+            latents = vae.encode(clip)[0].cpu()
             texts = [captions.caption(scene, rng, "train") for _ in range(r.captions_per_clip)]
             entry = by_bucket.setdefault(f"{h}x{w}", ([], []))
             entry[0].append(latents)
@@ -130,7 +131,7 @@ def clean_frames(rng: np.random.Generator, batch: int, frames: int, prob: float)
 
 
 def dit_loss(model: WanTransformer, x0: torch.Tensor, context: torch.Tensor, sigma: torch.Tensor,
-             clean: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+             clean: torch.Tensor, noise: torch.Tensor, floor: float) -> torch.Tensor:
     """Flow-matching loss on the frames that are not given clean, for a network that predicts x0."""
     s = (sigma[:, None] * ~clean).float()                    # (B, F) noise level per latent frame
     s5 = s[:, None, :, None, None]
@@ -138,15 +139,17 @@ def dit_loss(model: WanTransformer, x0: torch.Tensor, context: torch.Tensor, sig
     grid = model.token_grid(*x0.shape[2:])
     x0_hat = model(xt, frame_timesteps_to_tokens(s * 1000, grid), context)
     # the velocity's error is the x0 error over s; the floor keeps the nearly clean samples from dominating
-    v_hat = (xt - x0_hat) / s5.clamp(min=MIN_SIGMA)
+    v_hat = (xt - x0_hat) / s5.clamp(min=floor)
     weight = (~clean).float()[:, None, :, None, None].expand_as(x0)
     return ((v_hat - (noise - x0)).pow(2) * weight).sum() / weight.sum().clamp(min=1)
 
 
-def train_dit(out: Path, work: Path, recipe: DiTRecipe, resume: bool, command: str) -> dict:
+def train_dit(out: Path, work: Path, recipe: DiTRecipe, resume: bool, command: str, device: str = "cpu") -> dict:
+    """Every random draw happens on the CPU, so a device changes the arithmetic, not the data the model sees."""
+    device = open_device(device)
     torch.manual_seed(recipe.seed)
     vae = load_module(lambda: WanVAE(VAEConfig.from_dict(read_json(out / "vae" / "config.json"))), out / "vae",
-                      "cpu", torch.float32)
+                      device, torch.float32)
     text = load_text_encoder(recipe.text_length)
     work.mkdir(parents=True, exist_ok=True)
     data = build_dataset(recipe, vae, encoder_id(vae), text, work / "latents.safetensors")
@@ -155,12 +158,12 @@ def train_dit(out: Path, work: Path, recipe: DiTRecipe, resume: bool, command: s
     weights = np.array([len(data[b]["latents"]) for b in buckets], float)
 
     cfg = TransformerConfig.from_dict(recipe.network)
-    model = WanTransformer(cfg).train()
+    model = WanTransformer(cfg).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = Ema(model, recipe.ema_decay)
     ckpt, start, started = work / "dit.safetensors", 0, time.time()
     if resume and ckpt.exists():
-        meta = load_checkpoint(ckpt, model, optimizer, ema)
+        meta = load_checkpoint(ckpt, model, optimizer, ema, device)
         start, started = meta["step"], time.time() - meta.get("elapsed", 0.0)
         stderr.print(f"resuming DiT training at step {start}")
 
@@ -181,10 +184,11 @@ def train_dit(out: Path, work: Path, recipe: DiTRecipe, resume: bool, command: s
             sigma = recipe.shift * u / (1 + (recipe.shift - 1) * u)
             noise = torch.randn(x0.shape, generator=gen)
             clean = clean_frames(rng, len(idx), x0.shape[2], recipe.clean_mask_prob)
+            x0, context, sigma, noise, clean = (t.to(device) for t in (x0, context, sigma, noise, clean))
 
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, recipe.steps, recipe.lr, recipe.warmup)
-            loss = dit_loss(model, x0, context, sigma, clean, noise)
+            loss = dit_loss(model, x0, context, sigma, clean, noise, recipe.loss_floor)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -206,7 +210,7 @@ def save_tiny_model(out: Path, model: WanTransformer, recipe: DiTRecipe) -> None
     """Write the transformer, scheduler and model_index.json next to the VAE, in the Diffusers layout."""
     (out / "transformer").mkdir(parents=True, exist_ok=True)
     (out / "transformer" / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2))
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "transformer" / "diffusion_pytorch_model.safetensors"))
     (out / "scheduler").mkdir(exist_ok=True)
     scheduler = SamplerConfig(sampler="unipc", shift=recipe.shift, prediction="sample").to_scheduler_config()
