@@ -104,6 +104,14 @@ def test_bad_options_give_one_line_and_exit_2(tiny_wan_dir, tmp_path, capsys, mo
     assert out == "" and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("device", ["tpu", "cuda:99"])
+def test_training_on_a_device_this_machine_lacks_is_one_line(tmp_path, capsys, device):
+    code, out, err = call_sora(capsys, "train", "dit", "--device", device, "--out", str(tmp_path / "model"),
+                               "--work-dir", str(tmp_path / "runs"))
+    assert code == 2 and "--device" in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_existing_output_needs_overwrite(tiny_wan_dir, tmp_path, capsys):
     out = tmp_path / "taken.mp4"
     out.write_bytes(b"precious")
