@@ -39,6 +39,7 @@ from .common import (Ema, load_checkpoint, lr_at, progress_bar, recipe_record, s
 TINY_DIT = dict(patch_size=(1, 4, 4), num_attention_heads=4, attention_head_dim=64, in_channels=16,
                 out_channels=16, text_dim=384, freq_dim=256, ffn_dim=1024, num_layers=6)
 TEXT_PACKAGE = TEXT_ENCODER_PACKAGES[0]  # MiniLM, shipped inside a PyPI package
+MIN_SIGMA = 0.05  # floor of the loss's divisor: see dit_loss
 
 
 @dataclass
@@ -53,7 +54,6 @@ class DiTRecipe:
     caption_dropout: float = 0.1
     clean_mask_prob: float = 0.3
     shift: float = 3.0            # the schedule the sampler uses
-    loss_floor: float = 0.05      # the velocity loss divides the x0 error by max(sigma, this)
     text_length: int = 40
     frames: int = 17              # clips are encoded at this length; shorter prefixes come free (causal VAE)
     area: int = 64 * 64           # pixel budget of the aspect-ratio buckets
@@ -131,7 +131,7 @@ def clean_frames(rng: np.random.Generator, batch: int, frames: int, prob: float)
 
 
 def dit_loss(model: WanTransformer, x0: torch.Tensor, context: torch.Tensor, sigma: torch.Tensor,
-             clean: torch.Tensor, noise: torch.Tensor, floor: float) -> torch.Tensor:
+             clean: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """Flow-matching loss on the frames that are not given clean, for a network that predicts x0."""
     s = (sigma[:, None] * ~clean).float()                    # (B, F) noise level per latent frame
     s5 = s[:, None, :, None, None]
@@ -139,7 +139,7 @@ def dit_loss(model: WanTransformer, x0: torch.Tensor, context: torch.Tensor, sig
     grid = model.token_grid(*x0.shape[2:])
     x0_hat = model(xt, frame_timesteps_to_tokens(s * 1000, grid), context)
     # the velocity's error is the x0 error over s; the floor keeps the nearly clean samples from dominating
-    v_hat = (xt - x0_hat) / s5.clamp(min=floor)
+    v_hat = (xt - x0_hat) / s5.clamp(min=MIN_SIGMA)
     weight = (~clean).float()[:, None, :, None, None].expand_as(x0)
     return ((v_hat - (noise - x0)).pow(2) * weight).sum() / weight.sum().clamp(min=1)
 
@@ -188,7 +188,7 @@ def train_dit(out: Path, work: Path, recipe: DiTRecipe, resume: bool, command: s
 
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, recipe.steps, recipe.lr, recipe.warmup)
-            loss = dit_loss(model, x0, context, sigma, clean, noise, recipe.loss_floor)
+            loss = dit_loss(model, x0, context, sigma, clean, noise)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
