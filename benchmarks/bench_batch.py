@@ -4,8 +4,9 @@
 
 Three measurements of the same items (same prompts, seeds and settings), side by side:
 
-- sampling: one model in this process, the pipeline called once per item; only the calls are timed (text
-  encoding, denoising, decoding), no start-up, no loading, no writing. This is the work that cannot be avoided.
+- sampling: one model in this process, each item made as `sora generate` makes it (one call of the pipeline,
+  or chained windows for clips longer than the model's own) with its frames decoded but not written; only that
+  is timed, no start-up, no loading, no writing. This is the work that cannot be avoided.
 - batch: one `sora batch` process for all items, timed from start to exit: interpreter start-up, one model load,
   every item rendered and written, the manifest.
 - loop: one `sora generate` process per item, as a shell loop would run them, each loading the model.
@@ -83,13 +84,15 @@ def main() -> None:
 
 
 def sample_in_process(model: str, prompts: list[str], steps: int | None, frames: int | None) -> float:
+    from sora_cli import editing
     from sora_cli.pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(model)
     total = 0.0
     for i, prompt in enumerate(prompts):
         start = time.perf_counter()
-        pipe(prompt, seed=i, num_steps=steps, num_frames=frames)
+        for _ in editing.generate(pipe, prompt, seed=i, num_steps=steps, num_frames=frames).chunks:
+            pass
         total += time.perf_counter() - start
     return total
 
