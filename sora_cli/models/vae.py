@@ -130,7 +130,8 @@ class CausalConv3d(Streamable, nn.Conv3d):
                 x = F.pad(x, (0, 0, 0, 0, self.history, 0))
             if self.streaming:
                 self.past = x[:, :, -self.history:].clone()  # clone: don't keep the whole chunk alive
-        if x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled():
+        if (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+                and torch.backends.mkldnn.is_available()):
             # PyTorch's CPU heuristic sends small batch-1 3D convolutions to an im2col kernel 3-15x slower than
             # oneDNN at the sizes a VAE streams (most of a sora-tiny decode); the convolution is the same.
             return torch.mkldnn_convolution(x.contiguous(), self.weight, self.bias, self.padding, self.stride,
