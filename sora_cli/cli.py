@@ -129,7 +129,7 @@ def render_to_file(label: str, settings, c: dict, make) -> None:
         raise OptionError(f"{sidecar} already exists; pass --overwrite to replace it")
 
     from .pipeline import Pipeline
-    from .video import write_json_atomic
+    from .files import write_json_atomic
 
     started = time.perf_counter()
     with Bars(c["quiet"]) as bars:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+
+from . import files
 
 # Web players assume BT.709 for untagged video while ffmpeg converts RGB with BT.601 by
 # default; converting and tagging explicitly keeps colours the same everywhere.
@@ -73,60 +73,6 @@ def _file_arg(path: Path) -> str:
     return "file:" + str(path)
 
 
-def _temp_sibling(path: Path) -> Path:
-    """Reserve a hidden, unique file next to `path` (same filesystem, so renames are atomic)."""
-    while True:
-        tmp = path.with_name(f".{path.name[:120]}.{secrets.token_hex(4)}.part{path.suffix}")
-        try:
-            tmp.open("xb").close()  # "x" keeps the umask's permissions, unlike mkstemp's 0600
-            return tmp
-        except FileExistsError:
-            continue
-
-
-def _exists_error(path: Path) -> FileExistsError:
-    return FileExistsError(f"{path} already exists (pass overwrite to replace it)")
-
-
-def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
-    if overwrite:
-        os.replace(tmp, path)
-        return
-    # A hard link fails if `path` exists, so a file that appeared meanwhile is never clobbered.
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise _exists_error(path) from None
-    except OSError:
-        # Filesystems without hard links: fall back to a check with a tiny race window.
-        if path.exists():
-            raise _exists_error(path) from None
-        os.replace(tmp, path)
-        return
-    tmp.unlink()
-
-
-def _write_atomically(path: Path, overwrite: bool, fill: Callable[[Path], None]) -> Path:
-    """Let `fill` write a hidden temp file, then move it onto `path`; on any failure,
-    Ctrl-C included, remove the temp file so nothing half-written is ever left."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(path)
-    try:
-        fill(tmp)
-        _commit(tmp, path, overwrite)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _refuse_existing(path: Path, overwrite: bool) -> None:
-    # Checked up front so that no time is spent encoding a file that cannot be saved.
-    if not overwrite and Path(path).exists():
-        raise _exists_error(path)
-
-
 def _check_frames(frames: np.ndarray) -> None:
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
         got = getattr(frames, "dtype", type(frames).__name__)
@@ -165,7 +111,7 @@ class Mp4Writer:
     """
 
     def __init__(self, path: Path, fps: float, metadata: dict | None = None, overwrite: bool = False):
-        _refuse_existing(path, overwrite)
+        files.refuse_existing(path, overwrite)
         if not (fps > 0 and np.isfinite(fps)):
             raise ValueError(f"fps must be a positive number, got {fps}")
         self.path, self.fps, self.metadata, self.overwrite = Path(path), fps, metadata, overwrite
@@ -174,7 +120,7 @@ class Mp4Writer:
 
     def __enter__(self) -> "Mp4Writer":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = _temp_sibling(self.path)
+        self.tmp = files.temp_sibling(self.path)
         # stderr goes to a file, not a pipe, so a chatty ffmpeg can never block while we feed its stdin.
         self.log = tempfile.TemporaryFile()
         return self
@@ -214,7 +160,7 @@ class Mp4Writer:
             self.log.seek(0)
             reason = _tail(self.log.read())
             raise RuntimeError(f"ffmpeg could not encode the video (exit {self.proc.returncode}):\n{reason}")
-        _commit(self.tmp, self.path, self.overwrite)
+        files.commit(self.tmp, self.path, self.overwrite)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
@@ -240,13 +186,6 @@ def write_mp4(
     with Mp4Writer(path, fps, metadata, overwrite) as out:
         out.write(frames)
     return Path(path)
-
-
-def write_json_atomic(path: Path, data: dict, overwrite: bool = False) -> Path:
-    """Write `data` as pretty UTF-8 JSON with the same atomic/overwrite rules as write_mp4."""
-    _refuse_existing(path, overwrite)
-    text = json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
-    return _write_atomically(path, overwrite, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _parse_video_stream(stderr: bytes) -> tuple[str, str, int, int, float | None]:

@@ -12,9 +12,10 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from sora_cli import video
+from sora_cli import files, video
 from sora_cli.naming import default_filename, safe_join, slugify
-from sora_cli.video import probe, read_image, read_metadata, read_video, write_json_atomic, write_mp4
+from sora_cli.files import write_json_atomic
+from sora_cli.video import probe, read_image, read_metadata, read_video, write_mp4
 
 # Non-ASCII, quotes, newlines and the characters ffmetadata escapes (= ; # \ and a "[" line).
 PROMPT = 'Un café « spécial » — 猫が走る 🐈\n"quoted"; a=b #not-a-comment \\ back\n[style: anime]'
@@ -102,13 +103,13 @@ def test_file_appearing_during_the_write_is_not_clobbered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "out.mp4"
-    real_commit = video._commit
+    real_commit = files.commit
 
     def someone_else_writes_first(tmp: Path, target: Path, overwrite: bool) -> None:
         target.write_bytes(b"theirs")
         real_commit(tmp, target, overwrite)
 
-    monkeypatch.setattr(video, "_commit", someone_else_writes_first)
+    monkeypatch.setattr(files, "commit", someone_else_writes_first)
     with pytest.raises(FileExistsError):
         write_mp4(gradient_clip(t=2), path, fps=8)
     assert path.read_bytes() == b"theirs"
