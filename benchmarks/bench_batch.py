@@ -63,10 +63,10 @@ def main() -> None:
         tmp = Path(tmp)
         file = tmp / "prompts.jsonl"
         file.write_text("".join(json.dumps(dict(prompt=p, seed=i)) + "\n" for i, p in enumerate(prompts)))
-        for r in range(args.repeats):
+        for run in range(args.repeats):
             samplings.append(sample_in_process(pipe, prompts, args.steps, args.frames))
             start = time.perf_counter()
-            out_dir = tmp / f"batch{r}"
+            out_dir = tmp / f"batch{run}"
             subprocess.run([sys.executable, "-m", "sora_cli", "batch", str(file), "--out-dir", str(out_dir),
                             "--model", args.model, *settings, "--quiet"], check=True, env=env,
                            stdout=subprocess.DEVNULL)
