@@ -57,7 +57,9 @@ def main() -> None:
                 *(["--frames", str(args.frames)] if args.frames else [])]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
 
-    pipe = load_pipeline(args.model)
+    from sora_cli.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(args.model)
     samplings, batches, items = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -95,12 +97,6 @@ def main() -> None:
     verdict = "met" if batch <= TARGET * sampling else "not met"
     print(f"target: batch <= {TARGET} x sampling: {batch / sampling:.2f} x, {verdict}; "
           f"one-time start-up and load {batch - per_item:.2f} s; the loop takes {loop / batch:.1f} x the batch")
-
-
-def load_pipeline(model: str):
-    from sora_cli.pipeline import Pipeline
-
-    return Pipeline.from_pretrained(model)
 
 
 def sample_in_process(pipe, prompts: list[str], steps: int | None, frames: int | None) -> float:
