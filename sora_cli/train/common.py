@@ -20,6 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .. import files
+
 stderr = Console(stderr=True)
 
 
@@ -75,11 +77,8 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         tensors |= {f"adam.{idx}.{k}": torch.as_tensor(v) for k, v in state.items()}
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta = dict(step=step, param_groups=opt["param_groups"], **(extra or {}))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    save_file(tensors, str(tmp))
-    tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    files.write_atomically(path, True, lambda tmp: save_file(tensors, str(tmp)))
+    files.write_json_atomic(path.with_suffix(".json"), meta, overwrite=True)
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ema: Ema | None,
