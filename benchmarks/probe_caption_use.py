@@ -1,6 +1,6 @@
 """How much of the caption reaches the embedded model's transformer, measured on its x0 estimates and attention.
 
-    python benchmarks/probe_caption_use.py [--model PATH] [--scenes 24]
+    python benchmarks/probe_caption_use.py [--model PATH] [--checkpoint WORK/dit.safetensors] [--scenes 24]
 
 For training-split scenes with one still object, the clip is noised to a level and the transformer estimates
 the clean clip twice: with the caption, and with the object's colour word swapped for another colour. The
@@ -9,6 +9,7 @@ colours: 1 means the estimate repaints the object as asked, 0 that the colour wo
 where each cross-attention layer looks: the padding rows past the prompt, the background's colour word and the
 object's colour word. The judge-based figures (`eval_sora_tiny.py`) need a whole sample to be right; this
 probe tells, from one forward pass, whether the network reads the object's colour from the caption at all.
+`--checkpoint` probes the EMA weights of a `sora train dit` checkpoint while the run goes on.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 import numpy as np
 import torch
 from einops import rearrange
+from safetensors.torch import load_file
 
 from sora_cli import Pipeline, captions, world
 from sora_cli.models.transformer import frame_timesteps_to_tokens
@@ -48,9 +50,13 @@ def rgb(color: str) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None)
+    parser.add_argument("--checkpoint", default=None, help="a DiT training checkpoint to take the weights from")
     parser.add_argument("--scenes", type=int, default=24)
     args = parser.parse_args()
     pipe = Pipeline.from_pretrained(args.model, device="cpu")
+    if args.checkpoint:
+        tensors = load_file(args.checkpoint)
+        pipe.transformer.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)
     model, tokenizer = pipe.transformer, pipe.text_encoder.tokenizer
     records = attention_recorder(model)
     follow: dict[float, list[float]] = {s: [] for s in LEVELS}
