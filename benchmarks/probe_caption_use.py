@@ -78,8 +78,9 @@ def main() -> None:
         if on_object.sum() < 10:
             continue  # too small to read a colour off
         x0, context = pipe.encode(frames), pipe.encode_text([text, swapped])
-        ids, length = tokenizer.batch([text], context.shape[1])[0][0].tolist(), int(context[0].ne(0).any(-1).sum())
-        positions = {name: ids.index(tokenizer.batch([word], 4)[0][0, 1].item())
+        ids = tokenizer.batch([text], context.shape[1])[0][0].tolist()
+        length = int(context[0].ne(0).any(-1).sum())  # the prompt's rows; zeros follow
+        positions = {name: ids.index(tokenizer.batch([word], 4)[0][0, 1].item())  # [CLS] word [SEP]
                      for name, word in (("background word", scene.background), ("object colour word", obj.color))}
         for s in LEVELS:
             noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(i))
