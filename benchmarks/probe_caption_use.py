@@ -88,6 +88,8 @@ def main() -> None:
             t = frame_timesteps_to_tokens(torch.full((2, x0.shape[2]), s * 1000.0), model.token_grid(*x0.shape[2:]))
             records.clear()
             estimate = model(xt, t, context)
+            if pipe.sampler.prediction == "flow_prediction":  # a velocity noise - x0: take x0 from it
+                estimate = xt - s * estimate
             colours = [pipe.decode(estimate[j:j + 1])[0][on_object].mean(0) / 255 for j in range(2)]
             follow[s].append(np.abs(colours[1] - colours[0]).sum() / np.abs(rgb(other) - rgb(obj.color)).sum())
             if s == 0.8:
