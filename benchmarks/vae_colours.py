@@ -19,13 +19,15 @@ from sora_cli import Pipeline, judge, world
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--size", type=float, default=0.2, help="the square's nominal size (a circle's radius), in frame units")
+    parser.add_argument("--size", type=float, default=0.2,
+                        help="the square's nominal size (a circle's radius), in frame units")
     args = parser.parse_args()
     pipe = Pipeline.from_pretrained(args.model, device="cpu")
-    kept = {"first frame": 0, "later frames": 0}
+    frames = ("first frame", "later frames")
+    lost_pairs = {name: 0 for name in frames}
     total = 0
     for color in world.OBJECT_COLORS:
-        rows = {name: [] for name in kept}
+        lost: dict[str, list[str]] = {name: [] for name in frames}
         for background in world.BACKGROUNDS:
             if not world.legible(color, background):
                 continue
@@ -35,17 +37,17 @@ def main() -> None:
             decoded = pipe.decode(pipe.encode(clip))
             centre = decoded[:, 28:36, 28:36].reshape(len(decoded), -1, 3).mean(1)  # (T, 3)
             named = [judge.nearest_color(c) for c in centre]
-            later = max(set(named[1:]), key=named[1:].count)
-            for name, got in (("first frame", named[0]), ("later frames", later)):
-                rows[name].append("ok" if got == color else f"{background}->{got}")
+            later = max(set(named[1:]), key=named[1:].count)  # the colour most later frames show
+            for name, got in zip(frames, (named[0], later)):
+                if got != color:
+                    lost[name].append(f"{background}->{got}")
             total += 1
-        for name, row in rows.items():
-            kept[name] += row.count("ok")
-        lost = {name: ", ".join(r for r in row if r != "ok") or "all kept" for name, row in rows.items()}
-        print(f"{color:<8} first frame: {lost['first frame']}; later frames: {lost['later frames']}")
-    for name, n in kept.items():
-        print(f"{name}: {n}/{total} colour-background pairs keep the object's colour ({n / total:.0%})")
-
+        for name in frames:
+            lost_pairs[name] += len(lost[name])
+        print(f"{color:<8} " + "; ".join(f"{name}: {', '.join(lost[name]) or 'all kept'}" for name in frames))
+    for name, n in lost_pairs.items():
+        kept = total - n
+        print(f"{name}: {kept}/{total} colour-background pairs keep the object's colour ({kept / total:.0%})")
 
 if __name__ == "__main__":
     main()
