@@ -48,8 +48,7 @@ def main() -> None:
             blends = {c: (np.array(world.COLORS[c], float) + bg_rgb) / 2
                       for c in world.OBJECT_COLORS if world.legible(c, background)}
             for kind, z, name_of in (("round trip", latents, judge.nearest_color),
-                                     ("halfway", (latents + plain[background]) / 2,
-                                      lambda rgb: min(blends, key=lambda c: np.sum((blends[c] - rgb) ** 2)))):
+                                     ("halfway", (latents + plain[background]) / 2, nearest_in(blends))):
                 decoded = pipe.decode(z)
                 centre = decoded[:, 28:36, 28:36].reshape(len(decoded), -1, 3).mean(1)  # (T, 3)
                 named = [name_of(c) for c in centre]
@@ -64,6 +63,11 @@ def main() -> None:
     for name, n in lost_pairs.items():
         kept = total - n
         print(f"{name}: {kept}/{total} colour-background pairs keep the object's colour ({kept / total:.0%})")
+
+
+def nearest_in(candidates: dict[str, np.ndarray]):
+    """Names an RGB value by the nearest of `candidates` (name -> RGB)."""
+    return lambda rgb: min(candidates, key=lambda c: float(np.sum((candidates[c] - rgb) ** 2)))
 
 
 if __name__ == "__main__":
