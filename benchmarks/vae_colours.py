@@ -34,21 +34,22 @@ def main() -> None:
     pipe = Pipeline.from_pretrained(args.model, device="cpu")
     checks = [f"{kind}, {frames}" for kind in ("round trip", "halfway") for frames in FRAMES]
     lost_pairs, total = {name: 0 for name in checks}, 0
+    # per background: its plain clip's latents, and how to name a centre among the halfway blends
     plain = {bg: pipe.encode(world.render(world.Scene(background=bg, objects=[]), 9, 64, 64))
              for bg in world.BACKGROUNDS}
+    halfway_name = {bg: nearest_in({c: (np.array(world.COLORS[c], float) + world.COLORS[bg]) / 2
+                                    for c in world.OBJECT_COLORS if world.legible(c, bg)})
+                    for bg in world.BACKGROUNDS}
     for color in world.OBJECT_COLORS:
         lost: dict[str, list[str]] = {name: [] for name in checks}
+        obj = world.ObjectSpec(shape="square", color=color, motion="still", speed="slow", size=args.size,
+                               angle=0.0, x=0.5, y=0.5)
         for background in world.BACKGROUNDS:
             if not world.legible(color, background):
                 continue
-            obj = world.ObjectSpec(shape="square", color=color, motion="still", speed="slow", size=args.size,
-                                   angle=0.0, x=0.5, y=0.5)
             latents = pipe.encode(world.render(world.Scene(background=background, objects=[obj]), 9, 64, 64))
-            bg_rgb = np.array(world.COLORS[background], float)
-            blends = {c: (np.array(world.COLORS[c], float) + bg_rgb) / 2
-                      for c in world.OBJECT_COLORS if world.legible(c, background)}
             for kind, z, name_of in (("round trip", latents, judge.nearest_color),
-                                     ("halfway", (latents + plain[background]) / 2, nearest_in(blends))):
+                                     ("halfway", (latents + plain[background]) / 2, halfway_name[background])):
                 decoded = pipe.decode(z)
                 centre = decoded[:, 28:36, 28:36].reshape(len(decoded), -1, 3).mean(1)  # (T, 3)
                 named = [name_of(c) for c in centre]
