@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from sora_cli import Pipeline
 from sora_cli.train.common import step_rng
 from sora_cli.train.dit import DiTRecipe, clean_frames, train_dit
-from sora_cli.train.vae import VAERecipe, train_vae
+from sora_cli.train.vae import VAERecipe, cell_colour, train_vae
 
 SMALL_VAE = VAERecipe(steps=4, decoder_steps=2, batch=2, crops=((5, 16), (9, 8)), checkpoint_every=2, stat_clips=2,
                       eval_clips=2)
@@ -92,3 +92,17 @@ def test_clean_frame_masks_leave_something_to_generate():
     assert (True, False, False, False, True) in kinds   # both ends: connect / loop
     # Both ends are known often enough to learn extension forwards and backwards.
     assert masks[:, 0].float().mean() > 0.2 and masks[:, -1].float().mean() > 0.15
+
+
+def test_cell_colour_covers_what_each_latent_covers():
+    """Frame 0 alone, then 4 frames at a time; 4x4 pixels a cell."""
+    x = torch.zeros(1, 3, 9, 8, 8)
+    x[:, 0, 0] = 1.0                 # frame 0 red everywhere
+    x[:, 1, 1:5, :4, :4] = 1.0       # frames 1-4: the top-left cell green
+    x[:, 2, 5, :2, :4] = 1.0         # frame 5: half of the top-left cell blue, in one of its 4 frames
+    c = cell_colour(x)
+    assert c.shape == (1, 3, 3, 2, 2)
+    assert torch.equal(c[0, :, 0], torch.tensor([1.0, 0.0, 0.0])[:, None, None].expand(3, 2, 2))
+    assert c[0, 1, 1, 0, 0] == 1.0 and c[0, 1, 1].sum() == 1.0 and c[0, 0, 1:].sum() == 0.0
+    assert c[0, 2, 2, 0, 0] == 0.125 and c[0, 2, 2].sum() == 0.125
+
