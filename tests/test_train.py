@@ -105,4 +105,3 @@ def test_cell_colour_covers_what_each_latent_covers():
     assert torch.equal(c[0, :, 0], torch.tensor([1.0, 0.0, 0.0])[:, None, None].expand(3, 2, 2))
     assert c[0, 1, 1, 0, 0] == 1.0 and c[0, 1, 1].sum() == 1.0 and c[0, 0, 1:].sum() == 0.0
     assert c[0, 2, 2, 0, 0] == 0.125 and c[0, 2, 2].sum() == 0.125
-
