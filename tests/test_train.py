@@ -100,7 +100,7 @@ def test_cell_colour_covers_what_each_latent_covers():
     x[:, 0, 0] = 1.0                 # frame 0 red everywhere
     x[:, 1, 1:5, :4, :4] = 1.0       # frames 1-4: the top-left cell green
     x[:, 2, 5, :2, :4] = 1.0         # frame 5: half of the top-left cell blue, in one of its 4 frames
-    c = cell_colour(x)
+    c = cell_colour(x, temporal=4, spatial=4)
     assert c.shape == (1, 3, 3, 2, 2)
     assert torch.equal(c[0, :, 0], torch.tensor([1.0, 0.0, 0.0])[:, None, None].expand(3, 2, 2))
     assert c[0, 1, 1, 0, 0] == 1.0 and c[0, 1, 1].sum() == 1.0 and c[0, 0, 1:].sum() == 0.0

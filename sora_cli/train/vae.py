@@ -78,26 +78,27 @@ def training_batch(r: VAERecipe, step: int, stream: int = 0) -> torch.Tensor:
     return to_model_range(np.stack(clips))
 
 
-def cell_colour(x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, 1 + 4n, H, W) -> (B, 3, 1 + n, H/4, W/4): the mean colour of what each latent covers, frame 0 alone
-    and then 4 frames at a time, as the causal encoder groups them."""
-    b, c, t, h, w = x.shape
-    frames = torch.cat([x[:, :, :1], x[:, :, 1:].reshape(b, c, (t - 1) // 4, 4, h, w).mean(3)], dim=2)
-    return F.avg_pool3d(frames, (1, 4, 4))
+def cell_colour(x: torch.Tensor, temporal: int, spatial: int) -> torch.Tensor:
+    """(B, 3, 1 + tn, H, W) -> (B, 3, 1 + n, H/s, W/s), t and s the VAE's strides: the mean colour of what each
+    latent covers, frame 0 alone and then t frames at a time, as the causal encoder groups them."""
+    b, c, f, h, w = x.shape
+    frames = torch.cat([x[:, :, :1], x[:, :, 1:].reshape(b, c, (f - 1) // temporal, temporal, h, w).mean(3)], dim=2)
+    return F.avg_pool3d(frames, (1, spatial, spatial))
 
 
-def vae_loss(vae: WanVAE, x: torch.Tensor, r: VAERecipe, latent_penalty: float) -> tuple[torch.Tensor, float]:
+def vae_loss(vae: WanVAE, x: torch.Tensor, r: VAERecipe) -> tuple[torch.Tensor, float]:
     """Reconstruction through the posterior mean, which is all that inference ever uses.
 
     Sampling the posterior during training (as a KL-VAE does) left the tiny decoder reading latents whose noise
     was half their spread, capping PSNR near 20 dB; a small penalty on the mean keeps the latent bounded instead.
+    The latent terms reach only the encoder, so the decoder-only phase takes the same loss.
     """
     mean = vae.quant_conv(vae.encoder(x))[:, :vae.config.z_dim]  # (B, z, F, h, w); the log-variance is unused
     recon = vae.decoder(vae.post_quant_conv(mean))
     mse = F.mse_loss(recon, x)
     colour, detail = mean[:, :r.colour_channels], mean[:, r.colour_channels:]
-    loss = (mse + 0.2 * (recon - x).abs().mean() + r.colour_tie * F.mse_loss(colour, cell_colour(x))
-            + latent_penalty * detail.pow(2).mean())
+    tie = F.mse_loss(colour, cell_colour(x, vae.temporal_stride, vae.spatial_stride))
+    loss = mse + 0.2 * (recon - x).abs().mean() + r.colour_tie * tie + r.latent_penalty * detail.pow(2).mean()
     return loss, mse.item()
 
 
@@ -105,8 +106,8 @@ def train_vae(out: Path, work: Path, recipe: VAERecipe, resume: bool, command: s
     torch.manual_seed(recipe.seed)
     cfg = VAEConfig(**TINY_VAE, latents_mean=(0.0,) * TINY_VAE["z_dim"], latents_std=(1.0,) * TINY_VAE["z_dim"])
     vae = WanVAE(cfg).train()
-    elapsed, trained = run_phase("vae", vae, vae.parameters(), recipe.steps, recipe.lr, recipe.latent_penalty,
-                                 recipe, work / "vae.safetensors", resume, stream=0)
+    elapsed, trained = run_phase("vae", vae, vae.parameters(), recipe.steps, recipe.lr, recipe,
+                                 work / "vae.safetensors", resume, stream=0)
     if recipe.decoder_base_dim != cfg.base_dim:
         cfg = replace(cfg, decoder_base_dim=recipe.decoder_base_dim)
         encoder = {k: v for k, v in vae.state_dict().items() if k.startswith(("encoder.", "quant_conv."))}
@@ -117,7 +118,7 @@ def train_vae(out: Path, work: Path, recipe: VAERecipe, resume: bool, command: s
     for p in decoder:
         p.requires_grad_(True)
     # A decoder checkpoint only continues if it grew from this encoder; stream 4: new crops, not phase 1's.
-    elapsed += run_phase("decoder", vae, decoder, recipe.decoder_steps, recipe.decoder_lr, 0.0, recipe,
+    elapsed += run_phase("decoder", vae, decoder, recipe.decoder_steps, recipe.decoder_lr, recipe,
                          work / "vae-decoder.safetensors", resume and not trained, stream=4)[0]
     started = time.time() - elapsed  # what the record reports: both phases, across resumes
 
@@ -131,7 +132,7 @@ def train_vae(out: Path, work: Path, recipe: VAERecipe, resume: bool, command: s
     return record
 
 
-def run_phase(name: str, vae: WanVAE, params, steps: int, lr: float, latent_penalty: float, recipe: VAERecipe,
+def run_phase(name: str, vae: WanVAE, params, steps: int, lr: float, recipe: VAERecipe,
               ckpt: Path, resume: bool, stream: int) -> tuple[float, bool]:
     """Train `params` for `steps`, leave the EMA weights in `vae`.
     Returns the phase's wall time in seconds and whether any step ran now."""
@@ -150,7 +151,7 @@ def run_phase(name: str, vae: WanVAE, params, steps: int, lr: float, latent_pena
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, steps, lr, recipe.warmup)
             x = training_batch(recipe, step, stream)
-            loss, mse = vae_loss(vae, x, recipe, latent_penalty)
+            loss, mse = vae_loss(vae, x, recipe)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
