@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sora_cli import Pipeline
-from sora_cli.train.common import step_rng
+from sora_cli import Pipeline, world
+from sora_cli.train.common import step_rng, to_model_range
 from sora_cli.train.dit import DiTRecipe, clean_frames, train_dit
 from sora_cli.train.vae import VAERecipe, cell_colour, train_vae
 
@@ -105,3 +105,17 @@ def test_cell_colour_covers_what_each_latent_covers():
     assert torch.equal(c[0, :, 0], torch.tensor([1.0, 0.0, 0.0])[:, None, None].expand(3, 2, 2))
     assert c[0, 1, 1, 0, 0] == 1.0 and c[0, 1, 1].sum() == 1.0 and c[0, 0, 1:].sum() == 0.0
     assert c[0, 2, 2, 0, 0] == 0.125 and c[0, 2, 2].sum() == 0.125
+
+
+@torch.no_grad()
+def test_shipped_vae_colour_channels_are_cell_colours():
+    """The shipped VAE was trained with the tie: its first latent channels are each cell's mean colour on clips it
+    never saw, so an average of latents is an average of colours."""
+    vae = Pipeline.from_pretrained("sora-tiny", device="cpu").vae
+    rng = step_rng(0, 0, stream=11)
+    for h, w in ((64, 64), (48, 80)):
+        x = to_model_range(world.render(world.sample_scene(rng, "heldout"), 9, h, w)[None])
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1, 1) for v in (vae.config.latents_mean, vae.config.latents_std))
+        raw = vae.encode(x) * std + mean
+        channels = VAERecipe().colour_channels
+        assert (raw[:, :channels] - cell_colour(x, vae.temporal_stride, vae.spatial_stride)).abs().mean() < 0.05
