@@ -23,7 +23,7 @@ from .models.text_encoder import TextEncoder
 from .models.transformer import FP32_PARAM_PATTERNS, TransformerConfig, WanTransformer
 from .models.vae import VAEConfig, WanVAE
 from .conditioning import Guide, KnownFrames, conditioning_mode, sdedit_start
-from .sampling import SamplerConfig, flow_sigmas, sample
+from .sampling import SamplerConfig, flow_sigmas, frame_noise, sample
 
 # Wan's own default negative prompt (its shared config), used when a Wan checkpoint names none.
 WAN_NEGATIVE_PROMPT = (
@@ -48,6 +48,7 @@ class Defaults:
     text_length: int = 512
     negative_prompt: str = WAN_NEGATIVE_PROMPT
     conditioning: str | None = None  # "clean_tokens" for a model trained with clean-frame masks (conditioning.py)
+    noise_correlation: float = 0.0  # between latent frames, as the model was trained (sampling.frame_noise)
 
     @classmethod
     def from_model_index(cls, index: dict) -> "Defaults":
@@ -175,7 +176,7 @@ class Pipeline:
         s = self.vae.spatial_stride
         f = latent_frames or self.latent_frames(job.num_frames)
         shape = (1, self.vae.config.z_dim, f, job.height // s, job.width // s)
-        return torch.randn(shape, generator=generator, dtype=torch.float32)
+        return frame_noise(shape, generator, self.defaults.noise_correlation)
 
     def encode_prompt(self, job: Job, progress: ProgressFn | None = None) -> Tensor:
         """The job's prompt, and its negative prompt when guidance is on, as one batch (B, L, D)."""

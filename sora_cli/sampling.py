@@ -181,6 +181,20 @@ def flow_sigmas(
     raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
 
 
+def frame_noise(shape: tuple[int, ...], generator: torch.Generator, correlation: float = 0.0) -> Tensor:
+    """Unit Gaussian noise (B, C, F, h, w) whose latent frames correlate by `correlation` (PYoCo's mixed noise
+    prior, Ge et al. 2023): a pattern shared by every frame plus one of each frame's own. A model trained with
+    it starts every frame of a sample from the same pattern, so what it draws in one frame it draws in the same
+    place in the next. 0 is plain independent noise, drawn exactly as before."""
+    if not 0 <= correlation < 1:
+        raise ValueError(f"noise correlation must be in [0, 1), got {correlation}")
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+    if correlation == 0:
+        return noise
+    shared = torch.randn((*shape[:2], 1, *shape[3:]), generator=generator, dtype=torch.float32)
+    return math.sqrt(1 - correlation) * noise + math.sqrt(correlation) * shared
+
+
 def add_noise(x0: Tensor, noise: Tensor, sigma: float | Tensor) -> Tensor:
     """The flow-matching forward process: the point at noise level sigma between x0 and noise.
 

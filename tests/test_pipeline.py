@@ -126,3 +126,21 @@ def test_padding_positions_are_zero(ours):
     for row, n in zip(context, lengths):
         assert row[:n].abs().sum() > 0
         assert row[n:].abs().sum() == 0
+
+
+def test_noise_correlation_comes_from_the_model(tiny_wan_dir, tmp_path):
+    """A model trained with frame-correlated noise (`_sora.noise_correlation`) is sampled from the same prior;
+    without the key the noise is diffusers' plain draw (the parity tests above)."""
+    folder = tmp_path / "correlated"
+    shutil.copytree(tiny_wan_dir, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["_sora"]["noise_correlation"] = 0.6
+    (folder / "model_index.json").write_text(json.dumps(index))
+    pipe = Pipeline.from_pretrained(folder, device="cpu")
+    job = pipe.resolve(PROMPT, height=256, width=256, num_frames=17, seed=0)
+    noise = pipe.draw_noise(job, torch.Generator().manual_seed(0))
+    frames = noise[0].transpose(0, 1).reshape(noise.shape[2], -1)  # (F, C*h*w)
+    corr = torch.corrcoef(frames)[~torch.eye(len(frames), dtype=torch.bool)]
+    assert noise.shape[2] == 5 and (corr - 0.6).abs().max() < 0.03, corr
+    plain = Pipeline.from_pretrained(tiny_wan_dir, device="cpu").draw_noise(job, torch.Generator().manual_seed(0))
+    assert torch.equal(plain, torch.randn(plain.shape, generator=torch.Generator().manual_seed(0)))

@@ -14,6 +14,7 @@ from sora_cli.sampling import (
     UniPCSolver,
     add_noise,
     flow_sigmas,
+    frame_noise,
     make_solver,
     sample,
 )
@@ -393,3 +394,28 @@ def test_config_rejects_unsupported_settings(class_name: str, change: dict, key:
             d[k] = v
     with pytest.raises(ValueError, match=key):
         SamplerConfig.from_scheduler_config(d)
+
+
+def test_frame_noise_without_correlation_is_the_plain_draw() -> None:
+    """A seed draws the same noise as before the correlated prior existed (and as diffusers draws it)."""
+    shape = (1, 16, 5, 8, 12)
+    plain = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(frame_noise(shape, torch.Generator().manual_seed(3), 0.0), plain)
+
+
+@pytest.mark.parametrize("rho", [0.5, 0.8])
+def test_frame_noise_correlates_frames_and_keeps_unit_variance(rho: float) -> None:
+    noise = frame_noise((2, 16, 5, 32, 32), torch.Generator().manual_seed(0), rho)
+    frames = noise.transpose(1, 2).reshape(2, 5, -1)  # (B, F, C*h*w)
+    assert abs(frames.var().item() - 1) < 0.02
+    corr = torch.corrcoef(frames[0])  # (F, F)
+    off_diagonal = corr[~torch.eye(5, dtype=torch.bool)]
+    assert (off_diagonal - rho).abs().max().item() < 0.03, off_diagonal
+    # two samples of a batch share nothing
+    assert abs(torch.corrcoef(torch.stack([frames[0, 0], frames[1, 0]]))[0, 1].item()) < 0.03
+
+
+def test_frame_noise_rejects_a_bad_correlation() -> None:
+    for rho in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="noise correlation"):
+            frame_noise((1, 4, 2, 2, 2), torch.Generator().manual_seed(0), rho)

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 from sora_cli import Pipeline, world
 from sora_cli.train.common import step_rng, to_model_range
-from sora_cli.train.dit import DiTRecipe, clean_frames, train_dit
+from sora_cli.models.transformer import TransformerConfig, WanTransformer
+from sora_cli.train.dit import MIN_SIGMA, DiTRecipe, clean_frames, dit_loss, train_dit
 from sora_cli.train.vae import VAERecipe, cell_colour, train_vae
 
 SMALL_VAE = VAERecipe(steps=4, decoder_steps=2, batch=2, crops=((5, 16), (9, 8)), checkpoint_every=2, stat_clips=2,
@@ -120,3 +121,51 @@ def test_shipped_vae_colour_channels_are_cell_colours():
         raw = latents * std + mean
         channels = VAERecipe().colour_channels
         assert (raw[:, :channels] - cell_colour(x, vae.temporal_stride, vae.spatial_stride)).abs().mean() < 0.05
+
+
+class _Constant(torch.nn.Module):
+    """A stand-in network that predicts a fixed x0, whatever its input."""
+
+    def __init__(self, x0: torch.Tensor):
+        super().__init__()
+        self.x0 = x0
+
+    def token_grid(self, f, h, w):
+        return f, h // 4, w // 4
+
+    def forward(self, x, t, context):
+        return self.x0
+
+
+def test_dit_loss_is_zero_for_the_true_clip_at_every_noise_level():
+    """Below the loss's floor on sigma the target is still x0 (a floored velocity target would not be)."""
+    gen = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 16, 2, 8, 8, generator=gen), torch.randn(3, 16, 2, 8, 8, generator=gen)
+    sigma = torch.tensor([0.01, 0.3, 0.9])  # 0.01 is under MIN_SIGMA
+    clean = torch.tensor([[False, False], [True, False], [False, False]])
+    assert dit_loss(_Constant(x0), x0, None, sigma, clean, noise).item() == 0.0
+    off = dit_loss(_Constant(x0 + 0.1), x0, None, sigma, clean, noise).item()
+    # an error of 0.1 everywhere costs 0.01 / max(s, MIN_SIGMA)^2, averaged over the 5 frames not given clean
+    expected = 0.01 * (2 / MIN_SIGMA**2 + 1 / 0.3**2 + 2 / 0.9**2) / 5
+    assert off == pytest.approx(expected, rel=1e-5)
+
+
+def test_bf16_training_step_follows_the_float32_gradient():
+    """The recipe trains under bf16 autocast (AMX on the CPU); its gradient must be float32's, give or take
+    rounding, or the speed would buy a different model."""
+    torch.manual_seed(0)
+    model = WanTransformer(TransformerConfig.from_dict(dict(SMALL_DIT.network, attention_head_dim=32)))
+    gen = torch.Generator().manual_seed(1)
+    x0, noise = torch.randn(4, 16, 3, 8, 8, generator=gen), torch.randn(4, 16, 3, 8, 8, generator=gen)
+    context, sigma = torch.randn(4, 16, 384, generator=gen), torch.tensor([0.2, 0.5, 0.8, 0.95])
+    clean = torch.tensor([[True, False, False]] + [[False] * 3] * 3)
+    grads = []
+    for bf16 in (False, True):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = dit_loss(model, x0, context, sigma, clean, noise)
+        loss.backward()
+        assert loss.dtype == torch.float32 and torch.isfinite(loss)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    cosine = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0).item()
+    assert cosine > 0.99, cosine

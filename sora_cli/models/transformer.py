@@ -169,7 +169,13 @@ class Attention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         # No mask on text: Wan was trained with zero-padded (unmasked) prompt embeddings.
-        out = F.scaled_dot_product_attention(q, k, v)
+        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # bf16 training on a CPU: its bf16 attention backward is several times slower than float32's
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
+        out = out.type_as(v)
         return self.to_out[0](rearrange(out, "b h l d -> b l (h d)"))  # (B, L, D)
 
 
@@ -207,7 +213,12 @@ class Modulation:
 
     def vectors(self, table: Tensor) -> list[Tensor]:
         mod = table.float() + self.values.float()  # (U, n, D) fp32: table is (1, n, D)
-        return [mod[:, i][self.index] for i in range(mod.shape[1])]  # n x (B, Lt, D)
+        # A one-hot product rather than indexing: the same values exactly, and in training its backward is one
+        # matrix product instead of a scattered accumulation (on the CPU the slowest op of a training step).
+        pick = F.one_hot(self.index, mod.shape[0]).to(mod.dtype)  # (B, Lt, U)
+        with torch.autocast(mod.device.type, enabled=False):  # an fp32 island under bf16 autocast too
+            rows = pick @ mod.flatten(1)  # (B, Lt, n*D)
+        return list(rows.unflatten(-1, mod.shape[1:]).unbind(-2))  # n x (B, Lt, D)
 
 
 class Block(nn.Module):
@@ -301,6 +312,14 @@ class WanTransformer(nn.Module):
             raise ValueError(f"latent (F, H, W)=({frames}, {height}, {width}) not divisible by patch {(pt, ph, pw)}")
         return frames // pt, height // ph, width // pw
 
+    def patchify(self, x: Tensor) -> Tensor:
+        """(B, C, F, H, W) -> tokens (B, L, D): the patch embedding, a Conv3d whose stride is its kernel, computed
+        as the linear map it is. (PyTorch 2.13's CPU bf16 Conv3d returns wrong values for this kernel, so bf16
+        training on a CPU cannot use the convolution itself.)"""
+        pt, ph, pw = self.config.patch_size
+        patches = rearrange(x, "b c (f pt) (h ph) (w pw) -> b (f h w) (c pt ph pw)", pt=pt, ph=ph, pw=pw)
+        return F.linear(patches, self.patch_embedding.weight.flatten(1), self.patch_embedding.bias)
+
     def cast_params(self, dtype: torch.dtype) -> "WanTransformer":
         """Cast floating weights to `dtype`, keeping the reference's fp32 modules in float32."""
         for name, p in self.named_parameters():
@@ -350,8 +369,7 @@ class WanTransformer(nn.Module):
         context = self.condition_embedder.text_embedder(context.to(dtype))  # (B, S, D)
         rope = self._rope(grid, x.device)
 
-        h = self.patch_embedding(x.to(dtype))  # (B, D, f, h, w)
-        h = rearrange(h, "b d f h w -> b (f h w) d").contiguous()  # (B, L, D)
+        h = self.patchify(x.to(dtype))  # (B, L, D)
         for block in self.blocks:
             h = block(h, context, block_mod, rope)
 

@@ -31,7 +31,7 @@ from ..loading import TEXT_ENCODER_PACKAGES, load_module, open_device, read_json
 from ..models.text_encoder import TextEncoder
 from ..models.transformer import TransformerConfig, WanTransformer, frame_timesteps_to_tokens
 from ..models.vae import VAEConfig, WanVAE
-from ..sampling import SamplerConfig
+from ..sampling import SamplerConfig, frame_noise
 from .common import (Ema, load_checkpoint, lr_at, progress_bar, recipe_record, save_checkpoint, show_step, stderr,
                      step_generator, step_rng, to_model_range)
 
@@ -57,6 +57,8 @@ class DiTRecipe:
     text_length: int = 40
     frames: int = 17              # clips are encoded at this length; shorter prefixes come free (causal VAE)
     area: int = 64 * 64           # pixel budget of the aspect-ratio buckets
+    noise_correlation: float = 0.0  # between latent frames: sampling.frame_noise
+    bf16: bool = True             # autocast: with AMX (this CPU) a step takes 0.7x float32's time
     seed: int = 0
     checkpoint_every: int = 250
     network: dict = field(default_factory=lambda: dict(TINY_DIT))
@@ -138,10 +140,10 @@ def dit_loss(model: WanTransformer, x0: torch.Tensor, context: torch.Tensor, sig
     xt = (1 - s5) * x0 + s5 * noise
     grid = model.token_grid(*x0.shape[2:])
     x0_hat = model(xt, frame_timesteps_to_tokens(s * 1000, grid), context)
-    # the velocity's error is the x0 error over s; the floor keeps the nearly clean samples from dominating
-    v_hat = (xt - x0_hat) / s5.clamp(min=MIN_SIGMA)
-    weight = (~clean).float()[:, None, :, None, None].expand_as(x0)
-    return ((v_hat - (noise - x0)).pow(2) * weight).sum() / weight.sum().clamp(min=1)
+    # The velocity's error is the x0 error over s. The floor keeps the nearly clean samples from dominating; it
+    # divides the x0 error, so that below it the target stays x0 (a floored velocity would aim elsewhere).
+    weight = ((~clean).float()[:, None, :, None, None] / s5.clamp(min=MIN_SIGMA) ** 2).expand_as(x0)
+    return ((x0_hat.float() - x0).pow(2) * weight).sum() / ((~clean).sum().clamp(min=1) * x0[0, :, 0].numel())
 
 
 def train_dit(out: Path, work: Path, recipe: DiTRecipe, resume: bool, command: str, device: str = "cpu") -> dict:
@@ -182,13 +184,14 @@ def train_dit(out: Path, work: Path, recipe: DiTRecipe, resume: bool, command: s
             context[torch.from_numpy(rng.random(len(idx)) < recipe.caption_dropout)] = empty
             u = torch.rand(len(idx), generator=gen)
             sigma = recipe.shift * u / (1 + (recipe.shift - 1) * u)
-            noise = torch.randn(x0.shape, generator=gen)
+            noise = frame_noise(tuple(x0.shape), gen, recipe.noise_correlation)
             clean = clean_frames(rng, len(idx), x0.shape[2], recipe.clean_mask_prob)
             x0, context, sigma, noise, clean = (t.to(device) for t in (x0, context, sigma, noise, clean))
 
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, recipe.steps, recipe.lr, recipe.warmup)
-            loss = dit_loss(model, x0, context, sigma, clean, noise)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
+                loss = dit_loss(model, x0, context, sigma, clean, noise)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -221,5 +224,6 @@ def save_tiny_model(out: Path, model: WanTransformer, recipe: DiTRecipe) -> None
              "vae": ["diffusers", "AutoencoderKLWan"],
              "_sora": dict(text_encoder_package=TEXT_PACKAGE, text_length=recipe.text_length, width=64, height=64,
                            num_frames=17, fps=int(world.FPS), num_steps=20, guidance_scale=4.0, negative_prompt="",
-                           conditioning="clean_tokens")}  # trained with clean-frame masks: see sora_cli/conditioning.py
+                           # trained with clean-frame masks (conditioning.py) and this noise prior (sampling.py)
+                           conditioning="clean_tokens", noise_correlation=recipe.noise_correlation)}
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
