@@ -20,10 +20,10 @@ import re
 import numpy as np
 import torch
 from einops import rearrange
-from safetensors.torch import load_file
 
 from sora_cli import Pipeline, captions, world
 from sora_cli.models.transformer import frame_timesteps_to_tokens
+from sora_cli.train.common import ema_weights
 
 LEVELS = (0.5, 0.8, 0.95)
 
@@ -55,8 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     pipe = Pipeline.from_pretrained(args.model, device="cpu")
     if args.checkpoint:
-        tensors = load_file(args.checkpoint)
-        pipe.transformer.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)
+        pipe.transformer.load_state_dict(ema_weights(args.checkpoint), strict=True)
     model, tokenizer = pipe.transformer, pipe.text_encoder.tokenizer
     records = attention_recorder(model)
     follow: dict[float, list[float]] = {s: [] for s in LEVELS}

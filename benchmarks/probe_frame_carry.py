@@ -20,11 +20,11 @@ import json
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from sora_cli import Pipeline, captions, world
 from sora_cli.models.transformer import frame_timesteps_to_tokens
 from sora_cli.sampling import frame_noise
+from sora_cli.train.common import ema_weights
 
 LEVELS = (0.5, 0.8, 0.95)
 
@@ -51,8 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     pipe = Pipeline.from_pretrained(args.model, device="cpu")
     if args.checkpoint:
-        tensors = load_file(args.checkpoint)
-        pipe.transformer.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)
+        pipe.transformer.load_state_dict(ema_weights(args.checkpoint), strict=True)
     model = pipe.transformer
     results = {}
     for kind, motions in (("still", ("still",)), ("moving", tuple(world.DIRECTIONS))):

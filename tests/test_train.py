@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from sora_cli import Pipeline, world
-from sora_cli.train.common import step_rng, to_model_range
+from sora_cli.train.common import ema_weights, step_rng, to_model_range
 from sora_cli.models.transformer import TransformerConfig, WanTransformer
 from sora_cli.train.dit import MIN_SIGMA, DiTRecipe, clean_frames, dit_loss, train_dit
 from sora_cli.train.vae import VAERecipe, cell_colour, train_vae
@@ -53,7 +53,7 @@ def test_vae_latents_are_normalised(trained):
 def test_decoder_phase_sharpens_without_moving_the_latents(trained):
     """The second VAE phase trains the decoder alone: the shipped encoder is the first phase's, bit for bit."""
     out, work = trained[0], trained[1]
-    first = {k[4:]: v for k, v in load_file(str(work / "vae.safetensors")).items() if k.startswith("ema.")}
+    first = ema_weights(work / "vae.safetensors")
     shipped = load_file(str(out / "vae" / "diffusion_pytorch_model.safetensors"))
     encoder = [k for k in shipped if k.startswith(("encoder.", "quant_conv."))]
     decoder = [k for k in shipped if k.startswith(("decoder.", "post_quant_conv."))]

@@ -81,6 +81,11 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     files.write_json_atomic(path.with_suffix(".json"), meta, overwrite=True)
 
 
+def ema_weights(path: Path) -> dict[str, Tensor]:
+    """A checkpoint's EMA weights as a state dict: what an evaluation loads mid-run."""
+    return {k[4:]: v for k, v in load_file(str(path)).items() if k.startswith("ema.")}
+
+
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ema: Ema | None,
                     device: str | torch.device = "cpu") -> dict:
     tensors = load_file(str(path))  # Adam's moments follow their parameters; its step counters stay here
