@@ -56,9 +56,6 @@ class TransformerConfig:
     image_dim: int | None = None  # image-to-video only: rejected by WanTransformer
     added_kv_proj_dim: int | None = None  # image-to-video only: rejected by WanTransformer
     rope_max_seq_len: int = 1024
-    # Not a diffusers key (its Wan rotates with 10000): a tiny model's grid is a few tokens wide, where 10000
-    # leaves all but the fastest rotations nearly still, so no head can single out the same place in another frame.
-    rope_theta: float = 10000.0
     pos_embed_seq_len: int | None = None  # image-to-video only: rejected by WanTransformer
 
     @classmethod
@@ -76,8 +73,6 @@ class TransformerConfig:
         """config.json content that diffusers' WanTransformer3DModel also accepts."""
         d = dataclasses.asdict(self)
         d["patch_size"] = list(self.patch_size)
-        if self.rope_theta == 10000.0:
-            del d["rope_theta"]  # so a Wan checkpoint's config is written back as diffusers wrote it
         return {"_class_name": "WanTransformer3DModel", **d}
 
     @property
@@ -115,7 +110,7 @@ def modulation_table(rows: int, dim: int) -> nn.Parameter:
     return nn.Parameter(table)
 
 
-def rope_angles(head_dim: int, grid: tuple[int, int, int], device: torch.device, theta: float = 10000.0) -> Tensor:
+def rope_angles(head_dim: int, grid: tuple[int, int, int], device: torch.device) -> Tensor:
     """Rotation angles (L, head_dim/2) for tokens on a (f, h, w) grid, L = f*h*w.
 
     The head dim is split into a time part and equal height/width parts (each a multiple of
@@ -127,7 +122,7 @@ def rope_angles(head_dim: int, grid: tuple[int, int, int], device: torch.device,
     dtype = torch.float32 if device.type == "mps" else torch.float64
     per_axis = []
     for n, part in zip(grid, parts):
-        inv_freq = 1.0 / (theta ** (torch.arange(0, part, 2, dtype=dtype, device=device) / part))
+        inv_freq = 1.0 / (10000.0 ** (torch.arange(0, part, 2, dtype=dtype, device=device) / part))
         per_axis.append(torch.outer(torch.arange(n, dtype=dtype, device=device), inv_freq))  # (n, part/2)
     f, h, w = grid
     ang_f = per_axis[0][:, None, None, :].expand(f, h, w, -1)
@@ -337,7 +332,7 @@ class WanTransformer(nn.Module):
             raise ValueError(f"token grid {grid} exceeds rope_max_seq_len={self.config.rope_max_seq_len}")
         key = (grid, device)
         if self._rope_cache is None or self._rope_cache[0] != key:
-            angles = rope_angles(self.config.attention_head_dim, grid, device, self.config.rope_theta)  # (L, Dh/2)
+            angles = rope_angles(self.config.attention_head_dim, grid, device)  # (L, Dh/2)
             self._rope_cache = (key, (angles.cos().float(), angles.sin().float()))
         return self._rope_cache[1]
 
