@@ -58,7 +58,7 @@ class DiTRecipe:
     text_length: int = 40
     frames: int = 17              # clips are encoded at this length; shorter prefixes come free (causal VAE)
     area: int = 64 * 64           # pixel budget of the aspect-ratio buckets
-    noise_correlation: float = 0.0  # between latent frames: sampling.frame_noise
+    noise_correlation: float = 0.5  # between latent frames: sampling.frame_noise (0.5 colour 89%, 0.8 84%, 0 75%)
     bf16: bool = True             # autocast: with AMX (this CPU) a step takes 0.7x float32's time
     seed: int = 0
     checkpoint_every: int = 250
