@@ -53,7 +53,6 @@ def main() -> None:
     if args.checkpoint:
         pipe.transformer.load_state_dict(ema_weights(args.checkpoint), strict=True)
     model = pipe.transformer
-    results = {}
     for kind, motions in (("still", ("still",)), ("moving", tuple(world.DIRECTIONS))):
         x0, context = clips(pipe, args.clips, motions, seed=11)
         target = x0[:, :, 3:]
@@ -75,7 +74,6 @@ def main() -> None:
                 grid = model.token_grid(*x0.shape[2:])
                 estimate = model(xt, frame_timesteps_to_tokens(s * 1000, grid), context)[:, :, 3:]
                 row[f"sigma {level}, frames 0-2 {'clean' if given else 'noisy'}"] = error(estimate)
-        results[kind] = row
         print(kind, json.dumps(row), flush=True)
 
 

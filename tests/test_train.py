@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from sora_cli import Pipeline, world
-from sora_cli.train.common import ema_weights, step_rng, to_model_range
 from sora_cli.models.transformer import TransformerConfig, WanTransformer
+from sora_cli.train.common import ema_weights, step_rng, to_model_range
 from sora_cli.train.dit import MIN_SIGMA, DiTRecipe, clean_frames, dit_loss, train_dit
 from sora_cli.train.vae import VAERecipe, cell_colour, train_vae
 
