@@ -299,6 +299,8 @@ def train_dit(
     seed: int = typer.Option(0, help="Seed of the whole run."),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --work-dir."),
     device: str = typer.Option("cpu", help="cpu, or cuda to train further on a GPU; the data is the same."),
+    bf16: bool = typer.Option(True, "--bf16/--fp32", help="bf16 autocast, fast on a GPU or a CPU with AMX; --fp32 "
+                                                          "where bf16 is slow (older CPUs)."),
 ) -> None:
     """Train the diffusion transformer on the VAE's latents and assemble the model (step 2 of 2)."""
     from .options import parse_device
@@ -306,7 +308,7 @@ def train_dit(
 
     device = parse_device(device)
     given = {k: v for k, v in dict(steps=steps, clips=clips, batch=batch).items() if v}
-    record = run(out, work_dir, DiTRecipe(seed=seed, **given), resume, " ".join(["sora", *sys.argv[1:]]), device)
+    record = run(out, work_dir, DiTRecipe(seed=seed, bf16=bf16, **given), resume, " ".join(["sora", *sys.argv[1:]]), device)
     print(json.dumps(record["results"]))
 
 

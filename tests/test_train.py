@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import replace
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from sora_cli import Pipeline, world
+from sora_cli.cli import main
 from sora_cli.models.transformer import TransformerConfig, WanTransformer
 from sora_cli.train.common import ema_weights, step_rng, to_model_range
 from sora_cli.train.dit import MIN_SIGMA, DiTRecipe, clean_frames, dit_loss, train_dit
@@ -169,3 +171,16 @@ def test_bf16_training_step_follows_the_float32_gradient():
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     cosine = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0).item()
     assert cosine > 0.99, cosine
+
+
+def test_train_dit_command_passes_the_precision(trained, tmp_path, monkeypatch):
+    """`sora train dit --fp32` trains without autocast (for CPUs where bf16 is slow); the recipe records it."""
+    model = tmp_path / "model"
+    shutil.copytree(trained[0] / "vae", model / "vae")
+    monkeypatch.setattr(sys, "argv", ["sora", "train", "dit", "--out", str(model), "--work-dir", str(tmp_path / "w"),
+                                      "--steps", "1", "--clips", "2", "--batch", "2", "--fp32"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 0
+    config = json.loads((model / "transformer" / "recipe.json").read_text())["config"]
+    assert config["bf16"] is False and config["steps"] == 1 and config["clips"] == 2
