@@ -45,7 +45,7 @@ MIN_SIGMA = 0.05  # floor of the loss's divisor: see dit_loss
 
 @dataclass
 class DiTRecipe:
-    steps: int = 8000
+    steps: int = 12000            # 8000: colour 89%, background 98%; 12000: 95%, 100% (100 held-out captions)
     batch: int = 16
     lr: float = 5e-4
     warmup: int = 200
