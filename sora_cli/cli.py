@@ -308,7 +308,8 @@ def train_dit(
 
     device = parse_device(device)
     given = {k: v for k, v in dict(steps=steps, clips=clips, batch=batch).items() if v}
-    record = run(out, work_dir, DiTRecipe(seed=seed, bf16=bf16, **given), resume, " ".join(["sora", *sys.argv[1:]]), device)
+    recipe = DiTRecipe(seed=seed, bf16=bf16, **given)
+    record = run(out, work_dir, recipe, resume, " ".join(["sora", *sys.argv[1:]]), device)
     print(json.dumps(record["results"]))
 
 
