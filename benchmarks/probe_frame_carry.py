@@ -62,7 +62,7 @@ def main() -> None:
         def error(estimate: torch.Tensor) -> float:
             return round(((estimate - target).pow(2) * cells).sum().item() / (cells.sum().item() * x0.shape[1]), 4)
 
-        noise = frame_noise(tuple(x0.shape), torch.Generator().manual_seed(0), pipe.defaults.noise_correlation)
+        noise = frame_noise(x0.shape, torch.Generator().manual_seed(0), pipe.defaults.noise_correlation)
         row = {"copy frame 2": error(x0[:, :, 2:3].expand_as(target))}
         for level in LEVELS:
             for given in (True, False):
