@@ -1,14 +1,16 @@
 """`sora batch` against a shell loop of `sora generate`, and against the sampling time of the same items.
 
     python benchmarks/bench_batch.py [--model sora-tiny] [--items 8] [--steps N] [--frames N] [--repeats 3]
+                                     [--batch-sizes 1,8]
 
 Three measurements of the same items (same prompts, seeds and settings), side by side:
 
 - sampling: one model in this process, each item made as `sora generate` makes it (one call of the pipeline,
   or chained windows for clips longer than the model's own) with its frames decoded but not written; only that
-  is timed, no start-up, no loading, no writing. This is the work that cannot be avoided.
+  is timed, no start-up, no loading, no writing: what the items cost made one at a time.
 - batch: one `sora batch` process for all items, timed from start to exit: interpreter start-up, one model load,
-  every item rendered and written, the manifest.
+  every item rendered and written, the manifest; once per `--batch-size` asked for (1: one item at a time, as
+  sampling makes them; 8: the eight denoised together).
 - loop: one `sora generate` process per item, as a shell loop would run them, each loading the model.
 
 The issue's target is batch <= 1.15 x sampling. The batch's own per-item time (rendering and writing, from its
@@ -51,6 +53,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="Default: the model's.")
     parser.add_argument("--frames", type=int, default=None, help="Default: the model's.")
     parser.add_argument("--repeats", type=int, default=3, help="Sampling and batch runs, alternating.")
+    parser.add_argument("--batch-sizes", default="1,8", help="The `sora batch --batch-size` values to time.")
     args = parser.parse_args()
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.items)]
     settings = [*(["--steps", str(args.steps)] if args.steps else []),
@@ -60,22 +63,24 @@ def main() -> None:
     from sora_cli.pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(args.model)
-    samplings, batches, items = [], [], []
+    sizes = [int(x) for x in args.batch_sizes.split(",")]
+    samplings, batches, items = [], {n: [] for n in sizes}, {n: [] for n in sizes}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         file = tmp / "prompts.jsonl"
         file.write_text("".join(json.dumps(dict(prompt=p, seed=i)) + "\n" for i, p in enumerate(prompts)))
         for run in range(args.repeats):
             samplings.append(sample_in_process(pipe, prompts, args.steps, args.frames))
-            start = time.perf_counter()
-            out_dir = tmp / f"batch{run}"
-            subprocess.run([sys.executable, "-m", "sora_cli", "batch", str(file), "--out-dir", str(out_dir),
-                            "--model", args.model, *settings, "--quiet"], check=True, env=env,
-                           stdout=subprocess.DEVNULL)
-            batches.append(time.perf_counter() - start)
-            records = [json.loads(x) for x in (out_dir / "manifest.jsonl").read_text().splitlines()]
-            assert len(records) == len(prompts) and all(r["status"] == "ok" for r in records)
-            items.append(sum(r["elapsed"] for r in records))
+            for size in sizes:
+                start = time.perf_counter()
+                out_dir = tmp / f"batch{run}-{size}"
+                subprocess.run([sys.executable, "-m", "sora_cli", "batch", str(file), "--out-dir", str(out_dir),
+                                "--model", args.model, *settings, "--batch-size", str(size), "--quiet"], check=True,
+                               env=env, stdout=subprocess.DEVNULL)
+                batches[size].append(time.perf_counter() - start)
+                records = [json.loads(x) for x in (out_dir / "manifest.jsonl").read_text().splitlines()]
+                assert len(records) == len(prompts) and all(r["status"] == "ok" for r in records)
+                items[size].append(sum(r["elapsed"] for r in records))
 
         start = time.perf_counter()
         for i, prompt in enumerate(prompts):
@@ -85,18 +90,24 @@ def main() -> None:
         loop = time.perf_counter() - start
 
     n = len(prompts)
-    sampling, batch = min(samplings), min(batches)
-    per_item = items[batches.index(batch)]  # the fastest batch's own items
+    sampling = min(samplings)
     print(f"{n} items, model {args.model}, {' '.join(settings) or 'its default settings'}, "
           f"{os.environ.get('OMP_NUM_THREADS', 'default')} OMP threads, fastest of {args.repeats} runs")
-    print(f"{'':<34}{'seconds':>9}{'per item':>10}{'x sampling':>12}{'median':>9}")
-    for label, runs in [("sampling (in process, calls only)", samplings), ("sora batch (one process)", batches),
-                        ("  of which items (render + write)", [per_item]), (f"{n} x sora generate (shell loop)", [loop])]:
+    print(f"{'':<40}{'seconds':>9}{'per item':>10}{'x sampling':>12}{'median':>9}")
+    rows = [("sampling (in process, calls only)", samplings)]
+    for size in sizes:
+        per_item = items[size][batches[size].index(min(batches[size]))]  # the fastest batch's own items
+        rows += [(f"sora batch --batch-size {size} (one process)", batches[size]),
+                 ("  of which items (render + write)", [per_item])]
+    rows.append((f"{n} x sora generate (shell loop)", [loop]))
+    for label, runs in rows:
         seconds = min(runs)
-        print(f"{label:<34}{seconds:9.2f}{seconds / n:10.2f}{seconds / sampling:12.2f}{statistics.median(runs):9.2f}")
-    verdict = "met" if batch <= TARGET * sampling else "not met"
-    print(f"target: batch <= {TARGET} x sampling: {batch / sampling:.2f} x, {verdict}; "
-          f"one-time start-up and load {batch - per_item:.2f} s; the loop takes {loop / batch:.1f} x the batch")
+        print(f"{label:<40}{seconds:9.2f}{seconds / n:10.2f}{seconds / sampling:12.2f}{statistics.median(runs):9.2f}")
+    for size in sizes:
+        batch = min(batches[size])
+        verdict = "met" if batch <= TARGET * sampling else "not met"
+        print(f"target: batch <= {TARGET} x sampling, --batch-size {size}: {batch / sampling:.2f} x, {verdict}")
+    print(f"the loop takes {loop / min(batches[sizes[-1]]):.1f} x the batch (--batch-size {sizes[-1]})")
 
 
 def sample_in_process(pipe, prompts: list[str], steps: int | None, frames: int | None) -> float:

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from . import manifest
 from .batch_file import Editing, Item
@@ -80,13 +80,15 @@ def preview(items: list[Item], out_dir: Path, force: bool = False) -> list[tuple
 
 
 def run(items: list[Item], out_dir: Path, group: Group, load_pipeline: Callable[[], object], force: bool = False,
-        on_record: RecordFn | None = None, on_progress: ProgressFn | None = None) -> Summary:
-    """Render this rank's share of the items that are not done; every rank returns the totals of all ranks."""
+        on_record: RecordFn | None = None, on_progress: ProgressFn | None = None, together: int = 1) -> Summary:
+    """Render this rank's share of the items that are not done; every rank returns the totals of all ranks.
+    Up to `together` consecutive text-to-video items with the same settings are denoised as one batch."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world = group.ranks.rank, group.ranks.world
     todo = group.broadcast(plan(items, out_dir, force) if rank == 0 else None)
-    mine = [items[i] for i in todo[rank::world]]
+    # Ranks share out whole groups, so a group, and so its arithmetic, is the same on any number of ranks.
+    mine = [[items[i] for i in unit] for unit in groups(items, todo, together)[rank::world]]
     journal = out_dir / manifest.MANIFEST if world == 1 else manifest.part_path(out_dir, rank)
     rendered, failed = render(mine, out_dir, journal, load_pipeline, on_record, on_progress)
     # Adding up the counts is also the meeting at the end: after it no rank writes, and rank 0 can merge.
@@ -96,33 +98,54 @@ def run(items: list[Item], out_dir: Path, group: Group, load_pipeline: Callable[
     return Summary(rendered, failed, len(items) - len(todo))
 
 
-def render(items: list[Item], out_dir: Path, journal: Path, load_pipeline: Callable[[], object],
+def groups(items: list[Item], todo: list[int], size: int) -> list[list[int]]:
+    """`todo` cut into groups of at most `size` consecutive items that can be denoised together: text-to-video
+    items (no input, no loop) whose settings differ at most in their seed."""
+    out: list[list[int]] = []
+    previous = None
+    for i in todo:
+        item = items[i]
+        key = None
+        if item.mode == "generate" and not item.inputs and item.editing == Editing():
+            key = dataclasses.replace(item.settings, seed=None)
+        if out and key is not None and key == previous and len(out[-1]) < size:
+            out[-1].append(i)
+        else:
+            out.append([i])
+        previous = key
+    return out
+
+
+def render(units: list[list[Item]], out_dir: Path, journal: Path, load_pipeline: Callable[[], object],
            on_record: RecordFn | None = None, on_progress: ProgressFn | None = None) -> tuple[int, int]:
-    """Render `items` in order, appending one record each to `journal`; returns (rendered, failed)."""
+    """Render the items, unit by unit, appending one record each to `journal`; returns (rendered, failed)."""
     from .clips import read
 
     progress = on_progress or (lambda stage, done, total: None)
-    pipe, rendered = None, 0
-    for n, item in enumerate(items):
-        progress("items", n, len(items))
+    total = sum(map(len, units))
+    pipe, rendered, n = None, 0, 0
+    for unit in units:
+        progress("items", n, total)
         started = time.perf_counter()
         try:
-            sources = [read(Path(path)) for path in item.inputs]
+            sources = [[read(Path(path)) for path in item.inputs] for item in unit]
         except Exception as e:  # one bad item must not sink the batch; Ctrl-C is not an Exception
-            record = _record(item, requested(item), "failed", str(e) or type(e).__name__, started)
+            records = [_record(item, requested(item), "failed", str(e) or type(e).__name__, started) for item in unit]
         else:
             if pipe is None:  # only when there is something to render; a model error ends the batch
                 loading = time.perf_counter()
                 pipe = load_pipeline()
                 started += time.perf_counter() - loading  # an item's seconds leave the one model load out
-            record = _render(pipe, item, sources, out_dir / item.name, progress, started)
-        rendered += record["status"] == "ok"
-        manifest.append(journal, record)
-        if on_record:
-            on_record(record)
-    if items:
-        progress("items", len(items), len(items))
-    return rendered, len(items) - rendered
+            records = _render_unit(pipe, unit, sources, out_dir, progress, started)
+        for record in records:
+            rendered += record["status"] == "ok"
+            n += 1
+            manifest.append(journal, record)
+            if on_record:
+                on_record(record)
+    if total:
+        progress("items", total, total)
+    return rendered, total - rendered
 
 
 def make(pipe, item: Item, sources: list, kw: dict):
@@ -155,11 +178,35 @@ def requested(item: Item) -> dict:
     return asked | {k: v for k, v in dataclasses.asdict(item.editing).items() if v != default[k]}
 
 
-def _render(pipe, item: Item, sources: list, path: Path, progress: ProgressFn, started: float) -> dict:
-    """Make the item and write it to `path`; its record, failed if anything went wrong."""
+def _render_unit(pipe, unit: list[Item], sources: list[list], out_dir: Path, progress: ProgressFn,
+                 started: float) -> Iterator[dict]:
+    """Make the unit's items and write each to its file, yielding a record as each is done (failed if anything
+    went wrong). A group's shared work is counted in its first item's seconds."""
+    from . import editing
+
+    def one(item: Item, inputs: list) -> Callable[[], object]:
+        return lambda: make(pipe, item, inputs, dict(item.settings.pipeline_kwargs(pipe), on_progress=progress))
+
+    makers = [one(item, inputs) for item, inputs in zip(unit, sources)]
+    if len(unit) > 1:
+        try:
+            kw = unit[0].settings.pipeline_kwargs(pipe)
+            if editing.fits_one_window(pipe, kw):  # else the items are made one by one
+                renders = editing.generate_many(pipe, [i.prompt for i in unit], [i.seed for i in unit], progress, **kw)
+                makers = [lambda made=render: made for render in renders]
+        except Exception as e:  # one bad group must not sink the batch; Ctrl-C is not an Exception
+            yield from (_record(item, requested(item), "failed", str(e) or type(e).__name__, started) for item in unit)
+            return
+    for item, maker in zip(unit, makers):
+        yield _write(item, maker, out_dir, started)
+        started = time.perf_counter()
+
+
+def _write(item: Item, make_render: Callable, out_dir: Path, started: float) -> dict:
+    """Make the item's render and write it to its file; its record, failed if anything went wrong."""
     try:
-        render = make(pipe, item, sources, dict(item.settings.pipeline_kwargs(pipe), on_progress=progress))
-        render.write(path, overwrite=True)  # the model runs as the frames are encoded
+        render = make_render()
+        render.write(out_dir / item.name, overwrite=True)  # the model runs as the frames are encoded
     except Exception as e:  # one bad item must not sink the batch; Ctrl-C is not an Exception
         return _record(item, requested(item), "failed", str(e) or type(e).__name__, started)
     return _record(item, render.metadata, "ok", None, started)

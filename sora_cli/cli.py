@@ -163,6 +163,8 @@ def batch(
     seed: Optional[int] = typer.Option(None, help="Seed of the lines that give none. Default: derived from each line."),
     negative: Optional[str] = typer.Option(None, help="Negative prompt of the lines that give none."),
     repeat: int = typer.Option(1, help="Render each line N times, with seeds seed, seed+1, ..."),
+    batch_size: int = typer.Option(1, help="Denoise up to N consecutive text-to-video items that differ only in "
+                                   "prompt and seed at once: faster per clip, N times the activations' memory."),
     force: bool = typer.Option(False, help="Render again the items the manifest records as done."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check every line, list what would render; load no model."),
     device: Optional[str] = typer.Option(None, help="cuda, mps or cpu. Under torchrun: cuda:LOCAL_RANK."),
@@ -187,6 +189,8 @@ def batch(
     parse_settings(**defaults)  # the command line's own mistakes are named as such, before the file's
     if repeat < 1:
         raise OptionError(f"--repeat {repeat} is not allowed; use 1 or more")
+    if batch_size < 1:
+        raise OptionError(f"--batch-size {batch_size} is not allowed; use 1 or more")
     if dtype is not None:
         options.parse_dtype(dtype)
     if device is not None:
@@ -242,7 +246,7 @@ def batch(
     started, previous = time.perf_counter(), signal.signal(signal.SIGTERM, stop)
     try:
         with Group(ranks) as group, Bars(quiet or not lead) as bars:
-            summary = run(parsed.items, out_dir, group, load, force, report, bars)
+            summary = run(parsed.items, out_dir, group, load, force, report, bars, batch_size)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if lead and not quiet:

@@ -188,7 +188,8 @@ class Pipeline:
 
     def denoise(self, job: Job, context: Tensor, noise: Tensor, known: KnownFrames | None = None,
                 strength: float = 1.0, on_step: Callable[[int, int], None] | None = None) -> Tensor:
-        """noise (1, C, F, h, w) -> latents of that shape, with the known frames exactly their clean latents."""
+        """noise (N, C, F, h, w) -> latents of that shape, with the known frames exactly their clean latents.
+        context: the N prompts, then (under guidance) the N negative prompts. Known frames need N = 1."""
         sigmas, timesteps = flow_sigmas(job.num_steps, job.shift, job.sampler, self.sampler.num_train_timesteps)
         start = sdedit_start(strength, job.num_steps)
         if start and known is None:
@@ -218,12 +219,13 @@ class Pipeline:
 
         def velocity(x: Tensor, t: Tensor, i: int) -> Tensor:
             x_in, t_in = guide.model_input(x, t)  # with clean tokens: known frames clean, t (1, L) 0 on them
-            # Prompt and negative prompt go through the transformer as one batch of two.
-            x_in = x_in.to(self.dtype).expand(batch, *x.shape[1:])
+            # The N samples with their prompts and, under guidance, again with their negative prompts: one batch.
+            copies = batch // x.shape[0]
+            x_in = x_in.to(self.dtype).repeat(copies, 1, 1, 1, 1)
             v = self.transformer(x_in, t_in.to(self.device).expand(batch, *t_in.shape[1:]), context).float()
             if predicts_x0:  # x = (1 - s) x0 + s noise, so the velocity noise - x0 is (x - x0) / s
-                v = (x.float() - v) / float(sigmas[i])
-            if batch == 1:
+                v = (x.float().repeat(copies, 1, 1, 1, 1) - v) / float(sigmas[i])
+            if copies == 1:
                 return v
             v_cond, v_uncond = v.chunk(2)
             return v_uncond + guidance_scale * (v_cond - v_uncond)

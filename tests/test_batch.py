@@ -16,6 +16,7 @@ import pytest
 
 from conftest import save_tiny_wan
 from sora_cli import manifest
+from sora_cli.batch import groups
 from sora_cli.batch_file import line_seed, read_batch
 from sora_cli.video import probe, read_metadata, read_video, write_mp4
 from test_cli import call_sora, run_sora
@@ -125,6 +126,22 @@ def test_every_bad_line_is_reported_with_its_number(tmp_path):
     assert extend.settings.seconds is None, "an extend line's seconds are the seconds it adds"
 
 
+def test_groups_are_consecutive_text_to_video_items_with_the_same_settings(tmp_path):
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    lines = [dict(prompt="a", repeat=3), dict(prompt="b", seed=1), dict(prompt="c", steps=2), dict(prompt="d"),
+             dict(prompt="e", loop=True), dict(prompt="f"), dict(mode="extend", video="clip.mp4"), dict(prompt="g")]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    items = read_batch(str(tmp_path / "p.jsonl"), tmp_path / "out", {"steps": 4}).items
+    lines_of = lambda units: [[items[i].line for i in unit] for unit in units]  # noqa: E731
+    everything = list(range(len(items)))
+    # seeds may differ; other settings, loops and inputs end a group, as does its size
+    assert lines_of(groups(items, everything, 4)) == [[1, 1, 1, 2], [3], [4], [5], [6], [7], [8]]
+    assert lines_of(groups(items, everything, 2)) == [[1, 1], [1, 2], [3], [4], [5], [6], [7], [8]]
+    assert lines_of(groups(items, everything, 1)) == [[line] for line in [1, 1, 1, 2, 3, 4, 5, 6, 7, 8]]
+    # what is left to do after a resume is grouped afresh: line 4 now follows line 2
+    assert lines_of(groups(items, [0, 2, 3, 5, 6], 4)) == [[1, 1, 2, 4], [5]]
+
+
 def test_command_line_lengths_apply_to_generate_lines_only(tmp_path):
     (tmp_path / "clip.mp4").write_bytes(b"")
     file = tmp_path / "p.jsonl"
@@ -153,6 +170,8 @@ def test_bad_file_fails_up_front_and_dry_run_reports_every_line(tiny_wan_dir, tm
     assert code == 2 and stdout == "" and "nothing was rendered" in err and not out.exists()
     code, _, err = call_sora(capsys, "batch", str(file), "--out-dir", str(out), "--steps", "0")
     assert code == 2 and err.strip() == "error: --steps 0 is not allowed; use a whole number of 1 or more"
+    code, _, err = call_sora(capsys, "batch", str(file), "--out-dir", str(out), "--batch-size", "0")
+    assert code == 2 and err.strip() == "error: --batch-size 0 is not allowed; use 1 or more"
 
     # Inputs are found next to the prompt file: a missing one is a bad line (exit 2), one that cannot be decoded
     # an item that would fail (exit 3); both are found without a model.
@@ -363,12 +382,14 @@ def test_interrupted_batch_leaves_no_partial_file_and_resumes(tiny_wan_dir, tmp_
     assert code == 0 and len(stdout.splitlines()) == 2 and len(videos(out)) == 3 and len(records(out)) == 3
 
 
-def test_sigkill_mid_batch_then_rerun_renders_each_item_once(window_17, tmp_path):
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_sigkill_mid_batch_then_rerun_renders_each_item_once(window_17, tmp_path, batch_size):
     file, out = tmp_path / "p.txt", tmp_path / "out"
     file.write_text("".join(f"prompt number {i}\n" for i in range(6)))
-    # 17 frames: one window of this model (as of `sora generate`, more would be chained windows)
+    # 17 frames: one window of this model (as of `sora generate`, more would be chained windows); with
+    # --batch-size 4 the first four items are denoised together and written one by one
     args = [sys.executable, "-m", "sora_cli", "batch", str(file), "--out-dir", str(out), "--model", str(window_17),
-            "--steps", "4", "--frames", "17", "--size", "64x64", "--quiet"]
+            "--steps", "4", "--frames", "17", "--size", "64x64", "--batch-size", str(batch_size), "--quiet"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     while not videos(out) and proc.poll() is None:
@@ -409,7 +430,9 @@ def test_two_torchrun_ranks_render_what_one_rank_renders(tiny_wan_dir, tmp_path)
     file = tmp_path / "p.jsonl"
     file.write_text('{"prompt": "a red fox"}\n{"prompt": "blue ball", "seed": 4}\n# note\n'
                     '{"prompt": "green star", "steps": 1}\n{"prompt": "pink cube", "out": "pink.mp4"}\n')
-    options = ["--model", str(tiny_wan_dir), "--steps", "2", "--frames", "5", "--repeat", "2", "--quiet"]
+    # with --batch-size 2 each line's two repeats are denoised together: ranks share out whole groups
+    options = ["--model", str(tiny_wan_dir), "--steps", "2", "--frames", "5", "--repeat", "2", "--batch-size", "2",
+               "--quiet"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     one, two = tmp_path / "one", tmp_path / "two"
     procs = [subprocess.Popen([sys.executable, "-m", "sora_cli", "batch", str(file), "--out-dir", str(one), *options],
