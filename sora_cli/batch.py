@@ -8,11 +8,13 @@ line need --force. A failing item is recorded with its error and the batch goes 
 Every item is made as its mode's command makes it: the same `editing` function with the same options, its frames
 encoded into the MP4 as they are made (`Render.write`: no file until it is complete). So a `generate` item is the
 file `sora generate` writes with the same settings and seed. An item's inputs are read before the model is
-loaded: an item that cannot read them fails without it.
+loaded: an item that cannot read them fails without it. With --batch-size N, up to N consecutive text-to-video
+items that differ only in prompt and seed are denoised together (`editing.generate_many`), then written and
+recorded one by one.
 
-Under torchrun, rank 0 reads the manifest and hands out the list of items left to do; rank r renders the items
-at positions r, r + world, r + 2 world, ... of that list. Seeds and names come from the file alone, so the outputs
-do not depend on the number of ranks.
+Under torchrun, rank 0 reads the manifest and hands out the list of items left to do, cut into those groups; rank
+r renders the groups at positions r, r + world, r + 2 world, ... of that list. Seeds, names and groups come from
+the file and the manifest alone, so the outputs do not depend on the number of ranks.
 """
 
 from __future__ import annotations
@@ -80,15 +82,15 @@ def preview(items: list[Item], out_dir: Path, force: bool = False) -> list[tuple
 
 
 def run(items: list[Item], out_dir: Path, group: Group, load_pipeline: Callable[[], object], force: bool = False,
-        on_record: RecordFn | None = None, on_progress: ProgressFn | None = None, together: int = 1) -> Summary:
+        on_record: RecordFn | None = None, on_progress: ProgressFn | None = None, batch_size: int = 1) -> Summary:
     """Render this rank's share of the items that are not done; every rank returns the totals of all ranks.
-    Up to `together` consecutive text-to-video items with the same settings are denoised as one batch."""
+    Up to `batch_size` consecutive text-to-video items with the same settings are denoised as one batch."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world = group.ranks.rank, group.ranks.world
     todo = group.broadcast(plan(items, out_dir, force) if rank == 0 else None)
     # Ranks share out whole groups, so a group, and so its arithmetic, is the same on any number of ranks.
-    mine = [[items[i] for i in unit] for unit in groups(items, todo, together)[rank::world]]
+    mine = [[items[i] for i in unit] for unit in groups(items, todo, batch_size)[rank::world]]
     journal = out_dir / manifest.MANIFEST if world == 1 else manifest.part_path(out_dir, rank)
     rendered, failed = render(mine, out_dir, journal, load_pipeline, on_record, on_progress)
     # Adding up the counts is also the meeting at the end: after it no rank writes, and rank 0 can merge.

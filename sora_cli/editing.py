@@ -108,15 +108,8 @@ def generate_many(pipe, prompts: list[str], seeds: list[int], on_progress: Progr
     context = torch.cat([c[:1] for c in contexts] + [c[1:] for c in contexts])
     noise = torch.cat([pipe.draw_noise(job, torch.Generator("cpu").manual_seed(job.seed)) for job in jobs])
     latents = pipe.denoise(jobs[0], context, noise, on_step=lambda i, n: progress("denoise", i, n))
-
-    def frames(i: int) -> Iterator[np.ndarray]:
-        done = 0
-        for chunk in chain.decode(pipe, iter(latents[i:i + 1].split(1, dim=2)), 0, jobs[i].num_frames):
-            done += len(chunk)
-            progress("decode", done, jobs[i].num_frames)
-            yield chunk
-
-    return [_render(job, frames(i), job.num_frames, "generate", {}) for i, job in enumerate(jobs)]
+    return [_render(job, _decode(pipe, iter(latents[i:i + 1].split(1, dim=2)), 0, job.num_frames, progress),
+                    job.num_frames, "generate", {}) for i, job in enumerate(jobs)]
 
 
 def extend(pipe, clip: Clip, seconds: float = EXTEND_SECONDS, prompt: str | None = None, backward: bool = False,
@@ -243,13 +236,18 @@ def _make(pipe, job, plan: chain.Plan, first: int, stop: int, on_progress: Progr
         context = pipe.encode_prompt(job, progress)
         generator = torch.Generator("cpu").manual_seed(job.seed)
         latents = chain.run(pipe, job, context, plan, generator, lambda i, n: progress("denoise", i, n))
-        done = 0
-        for chunk in chain.decode(pipe, latents, first, stop):
-            done += len(chunk)
-            progress("decode", done, stop - first)
-            yield chunk
+        yield from _decode(pipe, latents, first, stop, progress)
 
     return frames()
+
+
+def _decode(pipe, latents: Iterator[Tensor], first: int, stop: int, progress: ProgressFn) -> Iterator[np.ndarray]:
+    """Frames first .. stop-1 of a latent stream, reporting progress as they are decoded."""
+    done = 0
+    for chunk in chain.decode(pipe, latents, first, stop):
+        done += len(chunk)
+        progress("decode", done, stop - first)
+        yield chunk
 
 
 def _replace_first(chunks: Iterable[np.ndarray], frame: np.ndarray) -> Iterator[np.ndarray]:
