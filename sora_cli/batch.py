@@ -126,8 +126,9 @@ def render(units: list[list[Item]], out_dir: Path, journal: Path, load_pipeline:
     progress = on_progress or (lambda stage, done, total: None)
     total = sum(map(len, units))
     pipe, rendered, n = None, 0, 0
+    if total:  # a rank with nothing to do shows no bar
+        progress("items", 0, total)
     for unit in units:
-        progress("items", n, total)
         started = time.perf_counter()
         try:
             sources = [[read(Path(path)) for path in item.inputs] for item in unit]
@@ -145,8 +146,7 @@ def render(units: list[list[Item]], out_dir: Path, journal: Path, load_pipeline:
             manifest.append(journal, record)
             if on_record:
                 on_record(record)
-    if total:
-        progress("items", total, total)
+            progress("items", n, total)
     return rendered, total - rendered
 
 
