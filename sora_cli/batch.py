@@ -186,21 +186,19 @@ def _render_unit(pipe, unit: list[Item], sources: list[list], out_dir: Path, pro
     went wrong). A group's shared work is counted in its first item's seconds."""
     from . import editing
 
-    def one(item: Item, inputs: list) -> Callable[[], object]:
-        return lambda: make(pipe, item, inputs, dict(item.settings.pipeline_kwargs(pipe), on_progress=progress))
-
-    makers = [one(item, inputs) for item, inputs in zip(unit, sources)]
+    renders = None
     if len(unit) > 1:
         try:
             kw = unit[0].settings.pipeline_kwargs(pipe)
-            if editing.fits_one_window(pipe, kw):  # else the items are made one by one
+            if editing.fits_one_window(pipe, pipe.resolve(unit[0].prompt, **kw)):  # else one by one
                 renders = editing.generate_many(pipe, [i.prompt for i in unit], [i.seed for i in unit], progress, **kw)
-                makers = [lambda made=render: made for render in renders]
         except Exception as e:  # one bad group must not sink the batch; Ctrl-C is not an Exception
             yield from (_record(item, requested(item), "failed", str(e) or type(e).__name__, started) for item in unit)
             return
-    for item, maker in zip(unit, makers):
-        yield _write(item, maker, out_dir, started)
+    for i, item in enumerate(unit):
+        made = (lambda: renders[i]) if renders else (
+            lambda: make(pipe, item, sources[i], dict(item.settings.pipeline_kwargs(pipe), on_progress=progress)))
+        yield _write(item, made, out_dir, started)  # calls `made` at once, before the loop moves on
         started = time.perf_counter()
 
 

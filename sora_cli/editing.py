@@ -90,9 +90,9 @@ def generate(pipe, prompt: str, image: Clip | None = None, loop: bool = False, f
     return _render(job, made, total, "generate", {key: v for key, v in extra.items() if v is not None})
 
 
-def fits_one_window(pipe, settings: dict) -> bool:
-    """Whether a text-to-video clip with these settings is made in one window: what `generate_many` batches."""
-    return pipe.latent_frames(pipe.resolve("", **settings).num_frames) <= window(pipe)[0]
+def fits_one_window(pipe, job) -> bool:
+    """Whether the job's text-to-video clip is made in one window: what `generate_many` batches."""
+    return pipe.latent_frames(job.num_frames) <= window(pipe)[0]
 
 
 def generate_many(pipe, prompts: list[str], seeds: list[int], on_progress: ProgressFn | None = None,
@@ -101,7 +101,7 @@ def generate_many(pipe, prompts: list[str], seeds: list[int], on_progress: Progr
     clips `generate` makes one at a time, faster, and equal to them up to a rounding step (a batched matrix
     product rounds a little differently). Each must fit in one window; each is decoded as it is written."""
     jobs = [pipe.resolve(prompt, **dict(settings, seed=seed)) for prompt, seed in zip(prompts, seeds)]
-    if not fits_one_window(pipe, settings):
+    if not fits_one_window(pipe, jobs[0]):
         raise OptionError(f"only clips of one window ({pipe.defaults.num_frames} frames or fewer) are made together")
     progress = on_progress or (lambda stage, done, total: None)
     contexts = [pipe.encode_prompt(job, progress) for job in jobs]  # each (1 or 2, L, D): prompt, negative
