@@ -14,16 +14,16 @@ probe tells, from one forward pass, whether the network reads the object's colou
 
 from __future__ import annotations
 
-import argparse
 import re
 
 import numpy as np
 import torch
 from einops import rearrange
 
-from sora_cli import Pipeline, captions, world
+from sora_cli import captions, world
 from sora_cli.models.transformer import frame_timesteps_to_tokens
-from sora_cli.train.common import ema_weights
+
+from probing import probe_parser, probed_pipeline
 
 LEVELS = (0.5, 0.8, 0.95)
 
@@ -48,14 +48,10 @@ def rgb(color: str) -> np.ndarray:
 
 @torch.no_grad()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--checkpoint", default=None, help="a DiT training checkpoint to take the weights from")
+    parser = probe_parser(__doc__)
     parser.add_argument("--scenes", type=int, default=24)
     args = parser.parse_args()
-    pipe = Pipeline.from_pretrained(args.model, device="cpu")
-    if args.checkpoint:
-        pipe.transformer.load_state_dict(ema_weights(args.checkpoint), strict=True)
+    pipe = probed_pipeline(args)
     model, tokenizer = pipe.transformer, pipe.text_encoder.tokenizer
     records = attention_recorder(model)
     follow: dict[float, list[float]] = {s: [] for s in LEVELS}

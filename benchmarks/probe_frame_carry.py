@@ -15,7 +15,6 @@ clips and well below its no-clean-frames figure on both.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -24,7 +23,8 @@ import torch
 from sora_cli import Pipeline, captions, world
 from sora_cli.models.transformer import frame_timesteps_to_tokens
 from sora_cli.sampling import frame_noise
-from sora_cli.train.common import ema_weights
+
+from probing import probe_parser, probed_pipeline
 
 LEVELS = (0.5, 0.8, 0.95)
 
@@ -44,14 +44,10 @@ def clips(pipe: Pipeline, count: int, motions: tuple[str, ...], seed: int) -> tu
 
 @torch.no_grad()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--checkpoint", default=None, help="a DiT training checkpoint to take the EMA weights from")
+    parser = probe_parser(__doc__)
     parser.add_argument("--clips", type=int, default=32)
     args = parser.parse_args()
-    pipe = Pipeline.from_pretrained(args.model, device="cpu")
-    if args.checkpoint:
-        pipe.transformer.load_state_dict(ema_weights(args.checkpoint), strict=True)
+    pipe = probed_pipeline(args)
     model = pipe.transformer
     for kind, motions in (("still", ("still",)), ("moving", tuple(world.DIRECTIONS))):
         x0, context = clips(pipe, args.clips, motions, seed=11)

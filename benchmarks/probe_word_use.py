@@ -18,15 +18,15 @@ scene, word and level, so a checkpoint can be probed while a run goes on (`--che
 
 from __future__ import annotations
 
-import argparse
 import copy
 
 import numpy as np
 import torch
 
-from sora_cli import Pipeline, world
+from sora_cli import world
 from sora_cli.models.transformer import frame_timesteps_to_tokens
-from sora_cli.train.common import ema_weights
+
+from probing import probe_parser, probed_pipeline
 
 LEVELS = (0.3, 0.5, 0.7, 0.9)
 WORDS = ("colour", "shape", "direction")
@@ -62,15 +62,11 @@ def pair(rng: np.random.Generator, word: str) -> tuple[world.Scene, world.Scene]
 
 @torch.no_grad()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--checkpoint", default=None, help="a DiT training checkpoint to take the weights from")
+    parser = probe_parser(__doc__)
     parser.add_argument("--scenes", type=int, default=40)
     parser.add_argument("--frames", type=int, default=17)
     args = parser.parse_args()
-    pipe = Pipeline.from_pretrained(args.model, device="cpu")
-    if args.checkpoint:
-        pipe.transformer.load_state_dict(ema_weights(args.checkpoint), strict=True)
+    pipe = probed_pipeline(args)
     model = pipe.transformer
     follow = {(w, s): [] for w in WORDS for s in LEVELS}
     for word in WORDS:
