@@ -31,8 +31,17 @@ log = logging.getLogger("sora")
 
 
 class _WarningHandler(logging.Handler):
+    """Each distinct warning once a run: a batch whose items are all snapped alike says so once, not per item."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown: set[str] = set()
+
     def emit(self, record: logging.LogRecord) -> None:
-        stderr.print(f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False, soft_wrap=True)
+        message = record.getMessage()
+        if message not in self.shown:
+            self.shown.add(message)
+            stderr.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 class Bars:
@@ -337,8 +346,7 @@ register_editing(app)  # extend, loop, connect, edit
 
 
 def main() -> None:
-    handler = _WarningHandler()
-    log.addHandler(handler)
+    log.handlers[:] = [_WarningHandler()]  # one per run, also when a test calls main() again
     log.propagate = False
     command = typer.main.get_command(app)
     try:

@@ -279,6 +279,18 @@ def test_stdin_is_read_and_sniffed(tiny_wan_dir, tmp_path, capsys, monkeypatch):
     assert stdout.splitlines() == [str(out / "0002_3_fox.mp4")]
 
 
+def test_a_warning_shared_by_the_items_is_shown_once(tiny_wan_dir, tmp_path, capsys):
+    file = tmp_path / "p.txt"
+    file.write_text("a red fox\nblue ball\ngreen star\n")
+    args = ["--model", str(tiny_wan_dir), "--steps", "1", "--frames", "6", "--quiet"]
+    for size in ("1", "3"):  # one by one, and denoised together
+        code, _, err = call_sora(capsys, "batch", str(file), "--out-dir", str(tmp_path / size), "--batch-size", size,
+                                 *args)
+        assert code == 0, err
+        assert err.count("frame count 6 is not 4n+1; using 5") == 1, err
+        assert [probe(tmp_path / size / p).num_frames for p in videos(tmp_path / size)] == [5, 5, 5]
+
+
 def test_render_record_and_resume(tiny_wan_dir, tmp_path, capsys):
     file, out = tmp_path / "p.txt", tmp_path / "out"
     file.write_text("a red fox\nblue ball\n# skipped\ngreen star\n")
