@@ -91,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     pipe = probed_pipeline(args)
-    # a copy in ordinary memory: the loaded weights may map the file, where every optimiser step is slow
+    # a trainable copy: the loader hands out frozen modules, in inference mode
     model = WanTransformer(pipe.transformer.config)
     model.load_state_dict(pipe.transformer.state_dict())
     pipe.transformer = model.train()
