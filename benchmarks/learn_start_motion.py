@@ -6,9 +6,10 @@
 is given clean, where the word alone decides where the object goes. This script asks whether the network can
 learn it at all: from the model's weights, it trains on that task only (one object of the training split moving
 left, right, up or down, fast, captioned so; the first latent frame clean, the rest noised to one level between
-0.5 and 1; the squared error of the x0 estimate on the noised frames) and every `--every` steps prints two figures on fixed scenes that start at the centre:
+0.5 and 1; the squared error of the x0 estimate on the noised frames) and every `--every` steps prints two figures
+on fixed scenes that start at the centre:
 - follow: `probe_word_use.py`'s figure for the direction pair with the start known and the rest pure noise;
-- displacement: in pixels, how far the decoded estimate's object travels along the asked direction from the first
+- travel: in pixels, how far the decoded estimate's object travels along the asked direction from the first
   frame to the last, against the clip's own travel.
 About 0.5 s a step on 2 CPU cores (2250 steps: 18 min); nothing is written.
 """
@@ -23,7 +24,7 @@ import torch
 from sora_cli import world
 from sora_cli.models.transformer import WanTransformer, frame_timesteps_to_tokens
 
-from probe_word_use import pair
+from probe_word_use import estimates, follow_along, pair
 from probing import probe_parser, probed_pipeline
 
 DIRECTIONS = ("left", "right", "up", "down")
@@ -57,7 +58,7 @@ def centroid_x(frames: np.ndarray, background: str) -> np.ndarray:
 @torch.no_grad()
 def measure(pipe, scenes: int = 12) -> tuple[float, float, float]:
     """(follow, estimated travel, true travel) on direction pairs that start at the centre, start known."""
-    model = pipe.transformer.eval()
+    pipe.transformer.eval()
     follow, travel, truth = [], [], []
     for draw in range(scenes):
         scenes_ab = pair(np.random.default_rng([91, 2, draw]), "direction")
@@ -66,18 +67,14 @@ def measure(pipe, scenes: int = 12) -> tuple[float, float, float]:
         clips = [world.render(s, 17, 64, 64) for s in scenes_ab]
         a, b = (pipe.encode(c) for c in clips)
         context = pipe.encode_text([caption(s.objects[0], s.background) for s in scenes_ab])
-        xt = torch.randn(a.shape, generator=torch.Generator().manual_seed(draw)).expand(2, -1, -1, -1, -1).clone()
-        sigmas = torch.ones(2, a.shape[2])
-        xt[:, :, 0], sigmas[:, 0] = a[:, :, 0], 0.0
-        estimate = model(xt, frame_timesteps_to_tokens(sigmas * 1000, model.token_grid(*a.shape[2:])), context)
-        along = (b - a).flatten()
-        follow.append(float((estimate[1] - estimate[0]).flatten() @ along / (along @ along)))
+        estimate = estimates(pipe, a, b, context, 1.0, known_start=True, seed=draw)  # the rest pure noise
+        follow.append(follow_along(estimate, a, b))
         for k, scene in enumerate(scenes_ab):
             sign = 1 if scene.objects[0].motion == "right" else -1
             for made, out in ((pipe.decode(estimate[k:k + 1]), travel), (clips[k], truth)):
                 x = centroid_x(made, scene.background)
                 out.append(sign * (x[-1] - x[0]))
-    model.train()
+    pipe.transformer.train()
     return float(np.mean(follow)), float(np.nanmean(travel)), float(np.mean(truth))
 
 

@@ -74,6 +74,28 @@ def start_at_centre(obj: world.ObjectSpec, frames: int = 17) -> bool:
     return 0.0 <= obj.x <= 1.0
 
 
+def estimates(pipe, a: torch.Tensor, b: torch.Tensor, context: torch.Tensor, s: float, known_start: bool,
+              seed: int) -> torch.Tensor:
+    """(2, C, F, h, w): the transformer's clean-clip estimates with a's and b's captions from their midpoint noised
+    to s; with `known_start` the first latent frame is a's (both clips start alike), clean, at timestep 0."""
+    model = pipe.transformer
+    noise = torch.randn(a.shape, generator=torch.Generator().manual_seed(seed))
+    xt = ((1 - s) * (a + b) / 2 + s * noise).expand(2, -1, -1, -1, -1).clone()
+    sigmas = torch.full((2, a.shape[2]), s)
+    if known_start:
+        xt[:, :, 0], sigmas[:, 0] = a[:, :, 0], 0.0
+    estimate = model(xt, frame_timesteps_to_tokens(sigmas * 1000, model.token_grid(*a.shape[2:])), context)
+    if pipe.sampler.prediction == "flow_prediction":  # a velocity noise - x0: take x0 from it
+        estimate = xt - sigmas[:, None, :, None, None] * estimate
+    return estimate
+
+
+def follow_along(pair_estimates: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> float:
+    """How far the second caption's estimate lies from the first's along b - a, as a share of |b - a|."""
+    along = (b - a).flatten()
+    return float((pair_estimates[1] - pair_estimates[0]).flatten() @ along / (along @ along))
+
+
 @torch.no_grad()
 def main() -> None:
     parser = probe_parser(__doc__)
@@ -81,7 +103,6 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=17)
     args = parser.parse_args()
     pipe = probed_pipeline(args)
-    model = pipe.transformer
     follow = {(c, s): [] for c in COLUMNS for s in LEVELS}
     for word in WORDS:
         draw, done = 0, 0
@@ -94,20 +115,10 @@ def main() -> None:
             done += 1
             a, b = (pipe.encode(world.render(s, args.frames, 64, 64)) for s in scenes)
             context = pipe.encode_text([caption(s.objects[0], s.background) for s in scenes])
-            along = (b - a).flatten()
-            grid = model.token_grid(*a.shape[2:])
             for column in [c for c in COLUMNS if c.startswith(word)]:
-                known = column != word  # the first latent frame given clean, at timestep 0
                 for s in LEVELS:
-                    noise = torch.randn(a.shape, generator=torch.Generator().manual_seed(draw))
-                    xt = ((1 - s) * (a + b) / 2 + s * noise).expand(2, -1, -1, -1, -1).clone()
-                    sigmas = torch.full((2, a.shape[2]), s)
-                    if known:
-                        xt[:, :, 0], sigmas[:, 0] = a[:, :, 0], 0.0
-                    estimate = model(xt, frame_timesteps_to_tokens(sigmas * 1000, grid), context)
-                    if pipe.sampler.prediction == "flow_prediction":  # a velocity noise - x0: take x0 from it
-                        estimate = xt - sigmas[:, None, :, None, None] * estimate
-                    follow[column, s].append(float((estimate[1] - estimate[0]).flatten() @ along / (along @ along)))
+                    pair_estimates = estimates(pipe, a, b, context, s, known_start=column != word, seed=draw)
+                    follow[column, s].append(follow_along(pair_estimates, a, b))
     print(f"{args.scenes} training-split scenes a word, {args.frames} frames at 64x64; "
           "follow: 1 = the word moves the estimate all the way, 0 = ignored (mean +- standard error)")
     print("noise   " + "".join(f"{c:>24}" for c in COLUMNS))
