@@ -1,6 +1,6 @@
 """Can the transformer learn to move a known first frame's object the way the caption says? Trained on that alone.
 
-    python benchmarks/learn_start_motion.py [--model PATH] [--steps 3000] [--every 750] [--clips 512]
+    python benchmarks/learn_start_motion.py [--model PATH] [--steps 3000] [--every 750] [--clips 512] [--save DIR]
 
 `probe_word_use.py` finds the shipped transformer deaf to direction words even when a clip's first latent frame
 is given clean, where the word alone decides where the object goes. This script asks whether the network can
@@ -11,18 +11,24 @@ on fixed scenes that start at the centre:
 - follow: `probe_word_use.py`'s figure for the direction pair with the start known and the rest pure noise;
 - travel: in pixels, how far the decoded estimate's object travels along the asked direction from the first
   frame to the last, against the clip's own travel.
-About 0.5 s a step on 2 CPU cores (2250 steps: 18 min); nothing is written.
+About 0.5 s a step on 2 CPU cores (2250 steps: 18 min). `--save DIR` writes the model with the trained
+transformer as a model folder there (for `animate_first_frame.py`); otherwise nothing is written.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from sora_cli import world
+from sora_cli.loading import resolve_model
 from sora_cli.models.transformer import WanTransformer, frame_timesteps_to_tokens
+from sora_cli.sampling import frame_noise
 
 from probe_word_use import estimates, follow_along, pair
 from probing import probe_parser, probed_pipeline
@@ -85,7 +91,10 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=512)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--save", default=None, help="write the trained model as a model folder here")
     args = parser.parse_args()
+    if args.save and Path(args.save).exists():
+        parser.error(f"--save {args.save} exists; give a new folder")
     torch.manual_seed(0)
     pipe = probed_pipeline(args)
     # a trainable copy: the loader hands out frozen modules, in inference mode
@@ -106,7 +115,7 @@ def main() -> None:
         sigmas = (0.5 + 0.5 * torch.rand(args.batch, 1, generator=gen)).expand(-1, x0.shape[2]).clone()
         sigmas[:, 0] = 0.0  # the known start
         s5 = sigmas[:, None, :, None, None]
-        xt = (1 - s5) * x0 + s5 * torch.randn(x0.shape, generator=gen)
+        xt = (1 - s5) * x0 + s5 * frame_noise(x0.shape, gen, pipe.defaults.noise_correlation)  # the sampler's prior
         with torch.autocast("cpu", dtype=torch.bfloat16):
             estimate = model(xt, frame_timesteps_to_tokens(sigmas * 1000, grid), texts[idx])
         loss = (estimate.float() - x0)[:, :, 1:].pow(2).mean()
@@ -117,6 +126,11 @@ def main() -> None:
         if step % args.every == 0:
             print(f"  {(time.perf_counter() - started) / step:.2f} s a step, loss {loss.item():.4f}", flush=True)
             report(step)
+    if args.save:
+        shutil.copytree(resolve_model(args.model), args.save)
+        (Path(args.save) / "transformer" / "recipe.json").unlink(missing_ok=True)  # it no longer made these weights
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                  str(Path(args.save) / "transformer" / "diffusion_pytorch_model.safetensors"))
 
 
 if __name__ == "__main__":
