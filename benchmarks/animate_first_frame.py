@@ -49,7 +49,10 @@ def main() -> None:
         scene = world.sample_scene(rng, "heldout", num_objects=1)
         obj = scene.objects[0]
         obj.motion, obj.speed, obj.angle = DIRECTIONS[i % 4], "fast", 0.0
-        text = caption(obj, scene.background) if args.captions == "template" else captions.caption(scene, rng, "heldout")
+        if args.captions == "template":
+            text = caption(obj, scene.background)
+        else:
+            text = captions.caption(scene, rng, "heldout")
         job = pipe.resolve(text, height=64, width=64, num_frames=17, seed=i)
         context = pipe.encode_prompt(job)
         drawn = first.denoise(job, context, pipe.draw_noise(job, torch.Generator().manual_seed(i)))
