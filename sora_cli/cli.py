@@ -247,7 +247,10 @@ def batch(
         if record["status"] != "ok":
             print(f"error: {parsed.label}:{record['line']}: {record['error']}", file=sys.stderr)
         if json_out or record["status"] == "ok":
-            print(json.dumps(shown, ensure_ascii=False) if json_out else shown["path"], flush=True)
+            # one write a line: torchrun's ranks share this pipe, and print's separate write of the newline
+            # (unbuffered, as under PYTHONUNBUFFERED) lets another rank's path land between a path and its end
+            sys.stdout.write((json.dumps(shown, ensure_ascii=False) if json_out else shown["path"]) + "\n")
+            sys.stdout.flush()
 
     def stop(signum, frame):  # a scheduler's SIGTERM (preemption, torchrun) cleans up like Ctrl-C
         raise KeyboardInterrupt

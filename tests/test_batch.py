@@ -291,6 +291,37 @@ def test_a_warning_shared_by_the_items_is_shown_once(tiny_wan_dir, tmp_path, cap
         assert [probe(tmp_path / size / p).num_frames for p in videos(tmp_path / size)] == [5, 5, 5]
 
 
+class Writes:
+    """A stdout that keeps each write call apart, as an unbuffered pipe shared with other processes sees them."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_each_result_line_is_one_write(tiny_wan_dir, tmp_path, capsys, monkeypatch, json_out):
+    # torchrun's ranks share one stdout pipe: a line written in two parts (print writes the newline apart when
+    # unbuffered) let another rank's path land in between, "a.mp4b.mp4\n\n"
+    file = tmp_path / "p.txt"
+    file.write_text("a red fox\nblue ball\n")
+    writes = Writes()
+    monkeypatch.setattr(sys, "stdout", writes)
+    code, _, err = call_sora(capsys, "batch", str(file), "--out-dir", str(tmp_path / "out"),
+                             *fast(tiny_wan_dir), *(["--json"] if json_out else []))
+    assert code == 0, err
+    assert len(writes.calls) == 2 and all(c.endswith("\n") and c.count("\n") == 1 for c in writes.calls), writes.calls
+
+
 def test_render_record_and_resume(tiny_wan_dir, tmp_path, capsys):
     file, out = tmp_path / "p.txt", tmp_path / "out"
     file.write_text("a red fox\nblue ball\n# skipped\ngreen star\n")
