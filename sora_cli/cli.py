@@ -242,15 +242,18 @@ def batch(
         bars("load model", 1, 1)
         return pipe
 
+    def say(text: str, stream) -> None:
+        # One write a line: every rank reports through the same pipes, and print writes the newline apart
+        # (unbuffered, as under PYTHONUNBUFFERED), so another rank's line could land between a line and its end.
+        stream.write(text + "\n")
+        stream.flush()
+
     def report(record: dict) -> None:
         shown = record | dict(path=str(out_dir / record["path"]))
         if record["status"] != "ok":
-            print(f"error: {parsed.label}:{record['line']}: {record['error']}", file=sys.stderr)
+            say(f"error: {parsed.label}:{record['line']}: {record['error']}", sys.stderr)
         if json_out or record["status"] == "ok":
-            # one write a line: torchrun's ranks share this pipe, and print's separate write of the newline
-            # (unbuffered, as under PYTHONUNBUFFERED) lets another rank's path land between a path and its end
-            sys.stdout.write((json.dumps(shown, ensure_ascii=False) if json_out else shown["path"]) + "\n")
-            sys.stdout.flush()
+            say(json.dumps(shown, ensure_ascii=False) if json_out else shown["path"], sys.stdout)
 
     def stop(signum, frame):  # a scheduler's SIGTERM (preemption, torchrun) cleans up like Ctrl-C
         raise KeyboardInterrupt
