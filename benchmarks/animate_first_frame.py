@@ -1,14 +1,13 @@
 """Text-to-video direction in one pass, and in two: draw the clip, then keep its first latent frame and generate the
-rest again from it, with the frame given clean (the image-to-video mechanism, `sora_cli/conditioning.py`).
+rest again from it, with the frame given clean (`--passes 2`, `Pipeline.denoise`; the image-to-video mechanism).
 
-    python benchmarks/animate_first_frame.py [--model PATH] [--first-model PATH] [--clips 48] [--captions heldout]
+    python benchmarks/animate_first_frame.py [--model PATH] [--clips 48] [--captions heldout]
 
 Why two passes: with nothing known, where the object is and where it goes are decided together at high noise, and
 the word "left" barely shifts a blurred average; with the start known, the word alone decides the path, which a
-transformer can learn (`learn_start_motion.py`). The second pass asks the model only that. `--first-model` draws
-the first pass with another model (e.g. the shipped one, when `--model` is a drilled copy from
-`learn_start_motion.py --save`). One object of the held-out split moving left, right, up or down, fast, 64x64;
-captions from learn_start_motion's template or the held-out phrasings. Two figures a pass:
+transformer can learn (`learn_start_motion.py`, and the recipe's drill and settle stages). One object of the
+held-out split moving left, right, up or down, fast, 64x64, the same seed in both; captions from the drill's
+template or the held-out phrasings. Two figures a pass:
 - judged: `sora_cli.judge` calls the motion that direction (what `eval_sora_tiny.py` counts);
 - travel: the centroid's net travel points within 23 degrees of the asked direction and is at least 0.1 of the
   frame (a growing or splitting blob the judge calls "grow" still counts here).
@@ -22,9 +21,7 @@ import numpy as np
 import torch
 
 from sora_cli import Pipeline, captions, judge, world
-from sora_cli.conditioning import KnownFrames
-
-from learn_start_motion import DIRECTIONS, caption
+from sora_cli.train.start_motion import DRILL_DIRECTIONS, template_caption
 
 
 def travels_as_asked(judgement: judge.Judgement, motion: str) -> bool:
@@ -37,29 +34,24 @@ def travels_as_asked(judgement: judge.Judgement, motion: str) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--first-model", default=None, help="draws the first pass (default: --model)")
     parser.add_argument("--clips", type=int, default=48)
     parser.add_argument("--captions", choices=("template", "heldout"), default="template")
     args = parser.parse_args()
     pipe = Pipeline.from_pretrained(args.model, device="cpu")
-    first = Pipeline.from_pretrained(args.first_model, device="cpu") if args.first_model else pipe
     hits = {f"{p} {k}": [] for p in ("one pass", "two passes") for k in ("judged", "travel")}
     for i in range(args.clips):
         rng = np.random.default_rng([7, i])
         scene = world.sample_scene(rng, "heldout", num_objects=1)
         obj = scene.objects[0]
-        obj.motion, obj.speed, obj.angle = DIRECTIONS[i % 4], "fast", 0.0
+        obj.motion, obj.speed, obj.angle = DRILL_DIRECTIONS[i % 4], "fast", 0.0
         if args.captions == "template":
-            text = caption(obj, scene.background)
+            text = template_caption(obj, scene.background)
         else:
             text = captions.caption(scene, rng, "heldout")
-        job = pipe.resolve(text, height=64, width=64, num_frames=17, seed=i)
-        context = pipe.encode_prompt(job)
-        drawn = first.denoise(job, context, pipe.draw_noise(job, torch.Generator().manual_seed(i)))
-        known = KnownFrames.nothing(drawn).with_frames(0, drawn[:, :, :1])
-        animated = pipe.denoise(job, context, pipe.draw_noise(job, torch.Generator().manual_seed(10**6 + i)), known)
         row = []
-        for name, latents in (("one pass", drawn), ("two passes", animated)):
+        for name, passes in (("one pass", 1), ("two passes", 2)):
+            job = pipe.resolve(text, height=64, width=64, num_frames=17, seed=i, passes=passes)
+            latents = pipe.denoise(job, pipe.encode_prompt(job), pipe.draw_noise(job, torch.Generator().manual_seed(i)))
             judgement = judge.judge_clip(pipe.decode(latents), world.FPS)
             hits[f"{name} judged"].append(judgement.motion == obj.motion)
             hits[f"{name} travel"].append(travels_as_asked(judgement, obj.motion))

@@ -1,6 +1,7 @@
 """Prompt adherence of the embedded model on held-out captions, judged from the decoded frames alone.
 
-    python benchmarks/eval_sora_tiny.py [--clips 100] [--seed N] [--model PATH] [--out results.json] [--through-vae]
+    python benchmarks/eval_sora_tiny.py [--clips 100] [--seed N] [--model PATH] [--passes 1|2] [--out results.json]
+                                        [--through-vae]
 
 Captions come from the world's held-out split: (shape, colour, background, motion) combinations and phrasings
 that training never saw. Each clip is generated at one of the five aspect-ratio buckets and measured with
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=100)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--guidance", type=float, default=None)
+    parser.add_argument("--passes", type=int, choices=(1, 2), default=None, help="default: the model's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     parser.add_argument("--through-vae", action="store_true",
@@ -53,7 +55,7 @@ def main() -> None:
             frames, fps = pipe.decode(pipe.encode(world.render(scene, 17, height, width))), world.FPS
         else:
             video = pipe(text, height=height, width=width, num_frames=17, num_steps=args.steps,
-                         guidance_scale=args.guidance, seed=args.seed * 100003 + i)
+                         guidance_scale=args.guidance, seed=args.seed * 100003 + i, passes=args.passes)
             frames, fps = video.frames, video.fps
         verdict = judge.agreement(judge.scene_facts(scene), judge.judge_clip(frames, fps))
         for key, ok in verdict.items():
@@ -69,7 +71,7 @@ def main() -> None:
     from sora_cli.train.vae import evaluate_psnr
 
     figures = {k: round(float(np.mean(v)), 3) for k, v in hits.items()}
-    figures["clips"] = args.clips
+    figures["clips"], figures["passes"] = args.clips, args.passes or pipe.defaults.passes
     figures["vae_heldout_psnr_db"] = evaluate_psnr(pipe.vae, args.seed)
     print(json.dumps(figures, indent=2))
     if args.out:

@@ -27,30 +27,19 @@ from safetensors.torch import save_file
 
 from sora_cli import world
 from sora_cli.loading import resolve_model
-from sora_cli.models.transformer import WanTransformer, frame_timesteps_to_tokens
-from sora_cli.sampling import frame_noise
+from sora_cli.models.transformer import WanTransformer
+from sora_cli.train.start_motion import DRILL_SIZE, drill_scenes, start_known_loss, template_caption
 
 from probe_word_use import estimates, follow_along, pair
 from probing import probe_parser, probed_pipeline
 
-DIRECTIONS = ("left", "right", "up", "down")
-
-
-def caption(obj: world.ObjectSpec, background: str) -> str:
-    return f"a {obj.color} {obj.shape} moving {obj.motion} fast on a {background} background"
-
-
 @torch.no_grad()
 def training_set(pipe, clips: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C, F, h, w) latents of 17-frame 64x64 clips and (N, L, D) their captions' text states."""
-    rng, latents, texts = np.random.default_rng(0), [], []
-    for _ in range(clips):
-        scene = world.sample_scene(rng, "train", num_objects=1)
-        obj = scene.objects[0]
-        obj.motion, obj.speed, obj.angle = DIRECTIONS[rng.integers(4)], "fast", 0.0
-        latents.append(pipe.encode(world.render(scene, 17, 64, 64))[0])
-        texts.append(caption(obj, scene.background))
-    return torch.stack(latents), pipe.encode_text(texts)
+    """(N, C, F, h, w) latents of 17-frame 64x64 clips and (N, L, D) their captions' text states: the recipe's
+    drill clips (`sora_cli/train/start_motion.py`)."""
+    scenes = drill_scenes(np.random.default_rng(0), clips)
+    latents = [pipe.encode(world.render(scene, *DRILL_SIZE))[0] for scene, _ in scenes]
+    return torch.stack(latents), pipe.encode_text([text for _, text in scenes])
 
 
 def centroid_x(frames: np.ndarray, background: str) -> np.ndarray:
@@ -72,7 +61,7 @@ def measure(pipe, scenes: int = 12) -> tuple[float, float, float]:
             continue
         clips = [world.render(s, 17, 64, 64) for s in scenes_ab]
         a, b = (pipe.encode(c) for c in clips)
-        context = pipe.encode_text([caption(s.objects[0], s.background) for s in scenes_ab])
+        context = pipe.encode_text([template_caption(s.objects[0], s.background) for s in scenes_ab])
         estimate = estimates(pipe, a, b, context, 1.0, known_start=True, seed=draw)  # the rest pure noise
         follow.append(follow_along(estimate, a, b))
         for k, scene in enumerate(scenes_ab):
@@ -107,18 +96,11 @@ def main() -> None:
                                 flush=True)
     report(0)
     started = time.perf_counter()
-    grid = model.token_grid(*latents.shape[2:])
     for step in range(1, args.steps + 1):
         gen = torch.Generator().manual_seed(step)
         idx = torch.randint(len(latents), (args.batch,), generator=gen)
-        x0 = latents[idx]
-        sigmas = (0.5 + 0.5 * torch.rand(args.batch, 1, generator=gen)).expand(-1, x0.shape[2]).clone()
-        sigmas[:, 0] = 0.0  # the known start
-        s5 = sigmas[:, None, :, None, None]
-        xt = (1 - s5) * x0 + s5 * frame_noise(x0.shape, gen, pipe.defaults.noise_correlation)  # the sampler's prior
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            estimate = model(xt, frame_timesteps_to_tokens(sigmas * 1000, grid), texts[idx])
-        loss = (estimate.float() - x0)[:, :, 1:].pow(2).mean()
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the recipe's drill stage, on these clips
+            loss = start_known_loss(model, latents[idx], texts[idx], gen, pipe.defaults.noise_correlation)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

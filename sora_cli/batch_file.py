@@ -32,11 +32,11 @@ from .naming import safe_join, slugify
 from .request import STRENGTH, Settings, check_editing, parse_settings
 
 SETTING_FIELDS = ("negative", "seed", "size", "aspect", "resolution", "frames", "seconds", "fps", "steps",
-                  "guidance", "shift", "sampler")
+                  "guidance", "shift", "sampler", "passes")
 _NUMBER, _WHOLE, _TEXT, _FLAG = (int, float), (int,), (str,), (bool,)
 _TYPES = dict(prompt=_TEXT, negative=_TEXT, seed=_WHOLE, size=_TEXT, aspect=_TEXT, resolution=(str, int),
               frames=_WHOLE, seconds=_NUMBER, fps=_WHOLE, steps=_WHOLE, guidance=_NUMBER, shift=_NUMBER,
-              sampler=_TEXT, out=_TEXT, repeat=_WHOLE, image=_TEXT, video=(str, list), mode=_TEXT, fit=_TEXT,
+              sampler=_TEXT, passes=_WHOLE, out=_TEXT, repeat=_WHOLE, image=_TEXT, video=(str, list), mode=_TEXT, fit=_TEXT,
               loop=_FLAG, backward=_FLAG, duration=_NUMBER, strength=_NUMBER)
 # A line that gives one way of stating the size or the length drops the command line's other way, so that
 # `--size 64x64` with a line's `"aspect": "9:16"` is an override, not a conflict.
@@ -45,7 +45,8 @@ _REPLACES = dict(size=("aspect", "resolution"), aspect=("size",), resolution=("s
 # What each mode's command takes (besides prompt, mode, out and repeat); `generate` with an `image` is
 # image-to-video, with `loop` a seamless loop.
 _EVERY_MODE = ("negative", "seed", "steps", "guidance", "shift", "sampler", "size", "fit")
-MODE_FIELDS = dict(generate=(*_EVERY_MODE, "aspect", "resolution", "frames", "seconds", "fps", "image", "loop"),
+MODE_FIELDS = dict(generate=(*_EVERY_MODE, "aspect", "resolution", "frames", "seconds", "fps", "passes", "image",
+                             "loop"),
                    extend=(*_EVERY_MODE, "video", "seconds", "backward"),
                    loop=(*_EVERY_MODE, "video", "seconds", "duration"),
                    connect=(*_EVERY_MODE, "video", "seconds"),

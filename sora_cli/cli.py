@@ -28,6 +28,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Text-to-video from the command line.")
 stderr = Console(stderr=True)
 log = logging.getLogger("sora")
+PASSES_HELP = ("Text-to-video in 1 pass, or 2: draw the first frame, then animate it (follows direction words far "
+               "better where the model was trained for it; twice the time). Default: the model's (sora-tiny: 2).")
 
 
 class _WarningHandler(logging.Handler):
@@ -87,6 +89,7 @@ def generate(
     sampler: Optional[str] = typer.Option(None, help="euler or unipc. Default: the model's scheduler."),
     seed: Optional[int] = typer.Option(None, help="Random seed; the same seed gives the same video."),
     negative: Optional[str] = typer.Option(None, help="Negative prompt. Default: the model's."),
+    passes: Optional[int] = typer.Option(None, help=PASSES_HELP),
     image: Optional[Path] = typer.Option(None, help="Image (png, jpg, webp) to start from: the first frame."),
     loop: bool = typer.Option(False, help="Make the last frame flow into the first (one frame fewer than asked)."),
     fit: str = typer.Option("crop", help="How an --image of another shape is fitted: crop (centre), pad or stretch."),
@@ -107,7 +110,7 @@ def generate(
     # Everything the user typed is checked before any model is loaded.
     settings = parse_settings(size=size, aspect=aspect, resolution=resolution, frames=frames, seconds=seconds,
                               fps=fps, steps=steps, guidance=guidance, shift=shift, sampler=sampler, seed=seed,
-                              negative=negative)
+                              negative=negative, passes=passes)
     check_fit(fit)
     source = read(image) if image is not None else None
     c = dict(model=model, out=out, device=device, dtype=dtype, offload=offload, offline=offline, metadata=metadata,
@@ -171,6 +174,7 @@ def batch(
     sampler: Optional[str] = typer.Option(None, help="euler or unipc."),
     seed: Optional[int] = typer.Option(None, help="Seed of the lines that give none. Default: derived from each line."),
     negative: Optional[str] = typer.Option(None, help="Negative prompt of the lines that give none."),
+    passes: Optional[int] = typer.Option(None, help=PASSES_HELP),
     repeat: int = typer.Option(1, help="Render each line N times, with seeds seed, seed+1, ..."),
     batch_size: int = typer.Option(1, help="Denoise up to N consecutive text-to-video items that differ only in "
                                    "prompt and seed at once: faster per clip, N times the activations' memory."),
@@ -194,7 +198,8 @@ def batch(
     from .request import parse_settings
 
     defaults = dict(negative=negative, seed=seed, size=size, aspect=aspect, resolution=resolution, frames=frames,
-                    seconds=seconds, fps=fps, steps=steps, guidance=guidance, shift=shift, sampler=sampler)
+                    seconds=seconds, fps=fps, steps=steps, guidance=guidance, shift=shift, sampler=sampler,
+                    passes=passes)
     parse_settings(**defaults)  # the command line's own mistakes are named as such, before the file's
     if repeat < 1:
         raise OptionError(f"--repeat {repeat} is not allowed; use 1 or more")
@@ -315,6 +320,10 @@ def train_dit(
     steps: Optional[int] = typer.Option(None, help="Optimizer steps. Default: the recipe's."),
     clips: Optional[int] = typer.Option(None, help="Distinct training clips, encoded once. Default: the recipe's."),
     batch: Optional[int] = typer.Option(None, help="Clips per step. Default: the recipe's."),
+    drill_steps: Optional[int] = typer.Option(None, help="Steps of the start-known motion drill after the main "
+                                                        "steps (0: none). Default: the recipe's."),
+    settle_steps: Optional[int] = typer.Option(None, help="Steps mixing the drill into the recipe's batches after "
+                                                         "it (0: none). Default: the recipe's."),
     seed: int = typer.Option(0, help="Seed of the whole run."),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --work-dir."),
     device: str = typer.Option("cpu", help="cpu, or cuda to train further on a GPU; the data is the same."),
@@ -327,6 +336,7 @@ def train_dit(
 
     device = parse_device(device)
     given = {k: v for k, v in dict(steps=steps, clips=clips, batch=batch).items() if v}
+    given |= {k: v for k, v in dict(drill_steps=drill_steps, settle_steps=settle_steps).items() if v is not None}
     recipe = DiTRecipe(seed=seed, bf16=bf16, **given)
     record = run(out, work_dir, recipe, resume, " ".join(["sora", *sys.argv[1:]]), device)
     print(json.dumps(record["results"]))

@@ -35,7 +35,8 @@ def conditioning_mode(setting: str | None) -> str:
 
 @dataclass
 class KnownFrames:
-    """Clean latents (1, C, F, h, w) and which of the F latent frames are known, a bool mask (F,).
+    """Clean latents (N, C, F, h, w) and which of the F latent frames are known, a bool mask (F,), the same for
+    each of the N samples.
 
     The latents of unknown frames are ignored, except as the starting point of SDEdit (strength < 1).
     """
@@ -44,8 +45,8 @@ class KnownFrames:
     mask: Tensor
 
     def __post_init__(self) -> None:
-        if self.latents.ndim != 5 or self.latents.shape[0] != 1:
-            raise ValueError(f"known latents must be (1, C, F, h, w), got {tuple(self.latents.shape)}")
+        if self.latents.ndim != 5:
+            raise ValueError(f"known latents must be (N, C, F, h, w), got {tuple(self.latents.shape)}")
         if self.mask.dtype != torch.bool or self.mask.shape != (self.latents.shape[2],):
             raise ValueError(f"known mask must be bool ({self.latents.shape[2]},), got "
                              f"{self.mask.dtype} {tuple(self.mask.shape)}")
@@ -56,7 +57,7 @@ class KnownFrames:
         return cls(like, torch.zeros(like.shape[2], dtype=torch.bool))
 
     def with_frames(self, start: int, latents: Tensor) -> "KnownFrames":
-        """A copy in which latent frames start .. start + f are known to be `latents` (1, C, f, h, w)."""
+        """A copy in which latent frames start .. start + f are known to be `latents` (N, C, f, h, w)."""
         f = latents.shape[2]
         if start < 0 or start + f > self.latents.shape[2]:
             raise ValueError(f"frames {start}..{start + f} fall outside {self.latents.shape[2]} latent frames")
@@ -82,7 +83,7 @@ class Guide:
     """Applies known frames during sampling: `initial`, then `before_step` and `model_input` at every step,
     then `finish`.
 
-    noise: the sample's noise (1, C, F, h, w); sigmas: the schedule; grid: the transformer's token grid (f, h, w)
+    noise: the samples' noise (N, C, F, h, w); sigmas: the schedule; grid: the transformer's token grid (f, h, w)
     for this latent, whose f must equal F (temporal patch 1, as in every Wan checkpoint).
     """
 

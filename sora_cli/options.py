@@ -100,7 +100,7 @@ DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16
 
 
 def check_sampling(num_steps: int | None = None, guidance_scale: float | None = None, shift: float | None = None,
-                   sampler: str | None = None, seed: int | None = None) -> None:
+                   sampler: str | None = None, seed: int | None = None, passes: int | None = None) -> None:
     """Raise OptionError for the first setting out of range; None means "the model's default"."""
     if num_steps is not None and (not isinstance(num_steps, int) or num_steps < 1):
         raise OptionError(f"--steps {num_steps} is not allowed; use a whole number of 1 or more")
@@ -112,6 +112,8 @@ def check_sampling(num_steps: int | None = None, guidance_scale: float | None = 
         raise OptionError(f"--sampler '{sampler}' is not allowed; choose one of: {', '.join(SAMPLERS)}")
     if seed is not None and not 0 <= seed < 2**63:
         raise OptionError(f"--seed {seed} is not allowed; use a whole number from 0 to 2^63-1")
+    if passes is not None and passes not in (1, 2):
+        raise OptionError(f"--passes {passes} is not allowed; choose 1 (one pass) or 2 (first frame, then the rest)")
 
 
 def parse_device(name: str) -> str:

@@ -49,6 +49,7 @@ class Defaults:
     negative_prompt: str = WAN_NEGATIVE_PROMPT
     conditioning: str | None = None  # "clean_tokens" for a model trained with clean-frame masks (conditioning.py)
     noise_correlation: float = 0.0  # between latent frames, as the model was trained (sampling.frame_noise)
+    passes: int = 1  # 2: text-to-video draws the first frame, then animates it (a model trained to do that)
 
     @classmethod
     def from_model_index(cls, index: dict) -> "Defaults":
@@ -71,6 +72,7 @@ class Job:
     sampler: str
     seed: int
     fps: float
+    passes: int
     metadata: dict = field(default_factory=dict)
 
 
@@ -125,12 +127,13 @@ class Pipeline:
     def __call__(self, prompt: str, negative_prompt: str | None = None, height: int | None = None,
                  width: int | None = None, num_frames: int | None = None, num_steps: int | None = None,
                  guidance_scale: float | None = None, shift: float | None = None, sampler: str | None = None,
-                 seed: int | None = None, fps: float | None = None, known: KnownFrames | None = None,
-                 strength: float = 1.0, on_progress: ProgressFn | None = None) -> Video:
+                 seed: int | None = None, fps: float | None = None, passes: int | None = None,
+                 known: KnownFrames | None = None, strength: float = 1.0,
+                 on_progress: ProgressFn | None = None) -> Video:
         """A video for the prompt. `known` frames (latents for this size and length) are kept and the rest is
         generated around them; strength < 1 is SDEdit: sampling starts from `known.latents` noised that far."""
         job = self.resolve(prompt, negative_prompt, height, width, num_frames, num_steps, guidance_scale, shift,
-                           sampler, seed, fps)
+                           sampler, seed, fps, passes)
         progress = on_progress or (lambda stage, done, total: None)
 
         # 1. Encode the text: the prompt, and the negative prompt that guidance steers away from.
@@ -148,12 +151,12 @@ class Pipeline:
     def resolve(self, prompt: str, negative_prompt: str | None = None, height: int | None = None,
                 width: int | None = None, num_frames: int | None = None, num_steps: int | None = None,
                 guidance_scale: float | None = None, shift: float | None = None, sampler: str | None = None,
-                seed: int | None = None, fps: float | None = None) -> Job:
+                seed: int | None = None, fps: float | None = None, passes: int | None = None) -> Job:
         """What is not given comes from the model's defaults; sizes and lengths are snapped with a warning."""
         d = self.defaults
         width, height = options.snap_size(width or d.width, height or d.height, self.size_multiple)
         num_frames = options.snap_frames(num_frames or d.num_frames)
-        options.check_sampling(num_steps, guidance_scale, shift, sampler, seed)
+        options.check_sampling(num_steps, guidance_scale, shift, sampler, seed, passes)
         num_steps = num_steps or d.num_steps
         guidance_scale = d.guidance_scale if guidance_scale is None else guidance_scale
         shift = self.sampler.shift if shift is None else shift
@@ -161,11 +164,12 @@ class Pipeline:
         seed = secrets.randbelow(2**32) if seed is None else seed
         negative_prompt = d.negative_prompt if negative_prompt is None else negative_prompt
         fps = fps or d.fps
+        passes = passes or d.passes
         metadata = dict(prompt=prompt, negative_prompt=negative_prompt, seed=seed, model=self.name, width=width,
                         height=height, num_frames=num_frames, fps=fps, steps=num_steps, guidance=guidance_scale,
-                        shift=shift, sampler=sampler)
+                        shift=shift, sampler=sampler, passes=passes)
         return Job(prompt, negative_prompt, width, height, num_frames, num_steps, guidance_scale, shift, sampler,
-                   seed, fps, metadata)
+                   seed, fps, passes, metadata)
 
     def latent_frames(self, num_frames: int) -> int:
         """Latent frames of a 4n + 1 frame clip: the first frame, then one per temporal_stride frames."""
@@ -189,11 +193,29 @@ class Pipeline:
     def denoise(self, job: Job, context: Tensor, noise: Tensor, known: KnownFrames | None = None,
                 strength: float = 1.0, on_step: Callable[[int, int], None] | None = None) -> Tensor:
         """noise (N, C, F, h, w) -> latents of that shape, with the known frames exactly their clean latents.
-        context: the N prompts, then (under guidance) the N negative prompts. Known frames need N = 1."""
-        sigmas, timesteps = flow_sigmas(job.num_steps, job.shift, job.sampler, self.sampler.num_train_timesteps)
+        context: the N prompts, then (under guidance) the N negative prompts."""
         start = sdedit_start(strength, job.num_steps)
         if start and known is None:
             raise ValueError("strength < 1 (SDEdit) needs the source latents, given as `known`")
+        nothing_known = known is None or not known.any
+        if not (job.passes == 2 and nothing_known and start == 0 and noise.shape[2] > 1):
+            return self._sample(job, context, noise, known, start, on_step)
+        # Two passes (known frames or SDEdit already fix the start). With nothing known, where the object is and where it goes are decided together at high
+        # noise, and the direction word barely moves that; with the first frame known, the word alone decides
+        # the path, which sora-tiny was trained to follow (train/start_motion.py). So: draw the clip, keep its
+        # first latent frame, and generate the rest again from it. The second pass's noise is the first's with
+        # its channels rotated by half: as random as fresh noise (channels are drawn independently), and still
+        # a function of the sample's own noise, so a seed gives one video alone or in a batch.
+        n = job.num_steps
+        drawn = self._sample(job, context, noise, None, 0, (lambda i, _: on_step(i, 2 * n)) if on_step else None)
+        first = torch.zeros(noise.shape[2], dtype=torch.bool)
+        first[0] = True
+        return self._sample(job, context, noise.roll(noise.shape[1] // 2, dims=1), KnownFrames(drawn, first), 0,
+                            (lambda i, _: on_step(n + i, 2 * n)) if on_step else None)
+
+    def _sample(self, job: Job, context: Tensor, noise: Tensor, known: KnownFrames | None, start: int,
+                on_step: Callable[[int, int], None] | None) -> Tensor:
+        sigmas, timesteps = flow_sigmas(job.num_steps, job.shift, job.sampler, self.sampler.num_train_timesteps)
         noise = noise.to(self.device)
         guide = Guide(known, noise, sigmas, self.conditioning, self.transformer.token_grid(*noise.shape[2:]))
         with self._on_device(self.transformer):

@@ -30,6 +30,7 @@ class Settings:
     guidance: float | None = None
     shift: float | None = None
     sampler: str | None = None
+    passes: int | None = None
 
     def pipeline_kwargs(self, pipe) -> dict:
         """Keyword arguments for `pipe(prompt, ...)`: size and length resolved against the model's defaults."""
@@ -45,13 +46,14 @@ class Settings:
             frames = options.frames_for_seconds(self.seconds, self.fps or d.fps)
         return dict(negative_prompt=self.negative, height=height, width=width, num_frames=frames,
                     num_steps=self.steps, guidance_scale=self.guidance, shift=self.shift, sampler=self.sampler,
-                    seed=self.seed, fps=self.fps)
+                    seed=self.seed, fps=self.fps, passes=self.passes)
 
 
 def parse_settings(size: str | None = None, aspect: str | None = None, resolution: str | None = None,
                    frames: int | None = None, seconds: float | None = None, fps: int | None = None,
                    steps: int | None = None, guidance: float | None = None, shift: float | None = None,
-                   sampler: str | None = None, seed: int | None = None, negative: str | None = None) -> Settings:
+                   sampler: str | None = None, seed: int | None = None, negative: str | None = None,
+                   passes: int | None = None) -> Settings:
     """Settings from what the user typed; OptionError names the first value that is not allowed."""
     if size and (aspect or resolution):
         raise OptionError("--size cannot be combined with --aspect/--resolution; use one or the other")
@@ -63,8 +65,8 @@ def parse_settings(size: str | None = None, aspect: str | None = None, resolutio
         raise OptionError(f"--frames {frames} is not allowed; use a positive count such as 17, 33 or 81")
     if seconds is not None and seconds <= 0:
         raise OptionError(f"--seconds {seconds} is not allowed; use a positive duration")
-    options.check_sampling(steps, guidance, shift, sampler, seed)
-    return Settings(negative=negative, seed=seed, size=options.parse_size(size) if size else None,
+    options.check_sampling(steps, guidance, shift, sampler, seed, passes)
+    return Settings(passes=passes, negative=negative, seed=seed, size=options.parse_size(size) if size else None,
                     aspect=options.parse_aspect(aspect) if aspect else None,
                     resolution=options.parse_resolution(resolution) if resolution else None,
                     frames=frames, seconds=seconds, fps=fps, steps=steps, guidance=guidance, shift=shift,

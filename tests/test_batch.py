@@ -108,10 +108,13 @@ def test_every_bad_line_is_reported_with_its_number(tmp_path):
         29: ('{"mode": "connect", "video": ["clip.mp4", "clip.mp4"], "seconds": 0}', "--seconds 0"),
         30: ('{"mode": "edit", "prompt": "x", "video": "clip.mp4", "frames": 9}', "does not take 'frames'"),
         31: ('{"prompt": "x", "image": "out"}', "'out' is not a file"),
+        33: ('{"prompt": "x", "passes": 3}', "--passes 3"),
+        34: ('{"mode": "extend", "video": "clip.mp4", "passes": 2}', "mode 'extend' does not take 'passes'"),
     }
     good = {1: '{"prompt": "fine"}', 16: '{"prompt": "x", "out": "good.mp4"}',
             24: '{"mode": "loop", "video": "clip.mp4"}',
-            32: '{"mode": "extend", "video": "clip.mp4", "seconds": 1.5, "backward": true, "fit": "pad"}'}
+            32: '{"mode": "extend", "video": "clip.mp4", "seconds": 1.5, "backward": true, "fit": "pad"}',
+            35: '{"prompt": "one pass", "passes": 1}'}
     text = {**{n: line for n, (line, _) in bad.items()}, **good}
     file = tmp_path / "p.jsonl"
     file.write_text("\n".join(text[n] for n in sorted(text)) + "\n")
@@ -119,8 +122,9 @@ def test_every_bad_line_is_reported_with_its_number(tmp_path):
     assert [n for n, _ in batch.errors] == sorted(bad)
     for n, message in batch.errors:
         assert bad[n][1] in message, (n, message)
-    assert [i.line for i in batch.items] == [1, 16, 24, 32]
-    loop, extend = batch.items[2:]
+    assert [i.line for i in batch.items] == [1, 16, 24, 32, 35]
+    assert batch.items[4].settings.passes == 1 and batch.items[0].settings.passes is None
+    loop, extend = batch.items[2:4]
     assert loop.inputs == (str(tmp_path / "clip.mp4"),) and loop.name == f"0024_{loop.seed}_clip.mp4"
     assert (extend.editing.seconds, extend.editing.backward, extend.editing.fit) == (1.5, True, "pad")
     assert extend.settings.seconds is None, "an extend line's seconds are the seconds it adds"

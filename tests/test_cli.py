@@ -48,6 +48,7 @@ def test_generate_writes_a_valid_mp4(tiny_wan_dir, tmp_path):
     meta = read_metadata(out)
     assert meta["prompt"] == "a red fox running through snow"
     assert meta["seed"] == 42 and meta["steps"] == 2 and meta["sampler"] == "unipc"
+    assert meta["passes"] == 1  # a Wan checkpoint's default: one pass
     assert meta["model"] == str(tiny_wan_dir) and meta["width"] == 48 and meta["height"] == 32
     assert {"negative_prompt", "guidance", "shift"} <= meta.keys()
     assert list(tmp_path.iterdir()) == [out], "no temporary files are left behind"
@@ -86,6 +87,7 @@ def test_snapping_is_reported(tiny_wan_dir, tmp_path, capsys):
 @pytest.mark.parametrize("args,needle", [
     (["--size", "big"], "--size"),
     (["--sampler", "ddim"], "--sampler"),
+    (["--passes", "3"], "--passes"),
     (["--steps", "0"], "--steps"),
     (["--steps", "many"], "--steps"),
     (["--aspect", "wide"], "--aspect"),

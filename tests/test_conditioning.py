@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -102,6 +103,27 @@ def test_known_frames_steer_the_rest(pipes, mode):
     # and nothing known is the plain text-to-video sample
     plain = pipe.denoise(job, context, noise)
     assert torch.equal(pipe.denoise(job, context, noise, KnownFrames.nothing(known.latents)), plain)
+
+
+def test_two_passes_draw_then_animate_the_first_frame(pipes):
+    """A model trained to animate a known first frame makes text-to-video in two passes: the clip drawn as usual,
+    then the rest generated again with its first latent frame known, from the noise with its channels rotated."""
+    pipe = pipes[CLEAN_TOKENS]
+    job, context, noise, known = setup(pipe, guidance=3.0)
+    drawn = pipe.denoise(job, context, noise)
+    job = dataclasses.replace(job, passes=2)
+    steps = []
+    with Spy(pipe) as spy:
+        two = pipe.denoise(job, context, noise, on_step=lambda i, n: steps.append((i, n)))
+    assert len(spy.calls) == 2 * job.num_steps and steps == [(i, 8) for i in range(1, 9)]
+    first = torch.tensor([True, False, False, False, False])
+    assert torch.equal(two, pipe.denoise(job, context, noise.roll(noise.shape[1] // 2, 1), KnownFrames(drawn, first)))
+    assert torch.equal(two[:, :, 0], drawn[:, :, 0]) and (two[:, :, 1:] - drawn[:, :, 1:]).abs().mean() > 1e-3
+    # known frames or SDEdit already fix the start: one pass, as before
+    for given, strength in ((known, 1.0), (KnownFrames.nothing(drawn), 0.5)):
+        with Spy(pipe) as spy:
+            pipe.denoise(job, context, noise, given, strength)
+        assert len(spy.calls) == job.num_steps - sdedit_start(strength, job.num_steps)
 
 
 def test_clean_tokens_with_an_x0_predicting_model(folders, tmp_path):

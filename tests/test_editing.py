@@ -182,6 +182,10 @@ def test_generate_many_is_generate_batched(pipe):
     # a group of one is the same arithmetic as `generate`
     alone = editing.generate_many(pipe, [PROMPT], [4], **guided)[0]
     assert np.array_equal(frames_of(alone), frames_of(editing.generate(pipe, PROMPT, seed=4, **guided)))
+    # in two passes (a model trained to animate its first frame), each clip still does not depend on the batch
+    for render, seed in zip(editing.generate_many(pipe, prompts[:2], seeds[:2], passes=2, **guided), seeds):
+        one = frames_of(editing.generate(pipe, render.metadata["prompt"], seed=seed, passes=2, **guided))
+        assert np.abs(frames_of(render).astype(int) - one.astype(int)).max() <= 1
     too_long = dict(FAST, num_frames=4 * pipe.latent_frames(pipe.defaults.num_frames) + 1)
     with pytest.raises(OptionError, match="one window"):
         editing.generate_many(pipe, prompts, seeds, **too_long)

@@ -21,7 +21,8 @@ from sora_cli.train.vae import VAERecipe, cell_colour, train_vae
 
 SMALL_VAE = VAERecipe(steps=4, decoder_steps=2, batch=2, crops=((5, 16), (9, 8)), checkpoint_every=2, stat_clips=2,
                       eval_clips=2)
-SMALL_DIT = DiTRecipe(steps=4, batch=2, clips=6, captions_per_clip=2, checkpoint_every=2, text_length=16,
+SMALL_DIT = DiTRecipe(steps=4, drill_steps=2, settle_steps=2, drill_clips=3, batch=2, clips=12, captions_per_clip=2,
+                      checkpoint_every=1, text_length=16,
                       network=dict(patch_size=(1, 4, 4), num_attention_heads=2, attention_head_dim=16,
                                    in_channels=16, out_channels=16, text_dim=384, freq_dim=32, ffn_dim=32,
                                    num_layers=1))
@@ -38,7 +39,7 @@ def trained(tmp_path_factory):
 def test_recipes_write_a_loadable_model(trained):
     out, _, vae_record, dit_record = trained
     assert vae_record["results"]["heldout_psnr_db"] > 0
-    assert json.loads((out / "transformer" / "recipe.json").read_text())["steps"] == SMALL_DIT.steps
+    assert json.loads((out / "transformer" / "recipe.json").read_text())["steps"] == SMALL_DIT.total_steps
     pipe = Pipeline.from_pretrained(out, device="cpu")
     assert pipe.text_encoder.model.config.model_type == "bert"  # MiniLM, from its package, run by bert.py
     video = pipe("a red circle moving right on a black background", num_frames=5, num_steps=2, seed=0)
@@ -67,7 +68,8 @@ def test_decoder_phase_sharpens_without_moving_the_latents(trained):
 
 
 def test_resume_continues_exactly(trained, tmp_path):
-    """Two steps, stop, two more == four straight: every step's randomness comes from (seed, step)."""
+    """Stopped inside the main stage and inside the settle stage, then resumed == straight through: every step's
+    randomness comes from (seed, step), and each stage's optimizer and average come back with the checkpoint."""
     out, work = trained[0], trained[1]
     straight = load_file(str(work / "dit.safetensors"))
     model, fresh = tmp_path / "model", tmp_path / "work"
@@ -75,11 +77,13 @@ def test_resume_continues_exactly(trained, tmp_path):
     fresh.mkdir()
     for cached in ("latents.safetensors", "latents.json"):
         shutil.copy(work / cached, fresh / cached)
-    train_dit(model, fresh, replace(SMALL_DIT, steps=2), resume=False, command="test")
+    train_dit(model, fresh, replace(SMALL_DIT, steps=2, drill_steps=0, settle_steps=0), resume=False, command="test")
+    train_dit(model, fresh, replace(SMALL_DIT, settle_steps=1), resume=True, command="test")
+    assert json.loads((fresh / "dit.json").read_text())["step"] == 7
     train_dit(model, fresh, SMALL_DIT, resume=True, command="test")
     resumed = load_file(str(fresh / "dit.safetensors"))
     for key in straight:
-        if key.startswith("model."):
+        if key.startswith(("model.", "ema.")):
             assert torch.allclose(straight[key], resumed[key], atol=1e-6), key
 
 
@@ -178,9 +182,11 @@ def test_train_dit_command_passes_the_precision(trained, tmp_path, monkeypatch):
     model = tmp_path / "model"
     shutil.copytree(trained[0] / "vae", model / "vae")
     monkeypatch.setattr(sys, "argv", ["sora", "train", "dit", "--out", str(model), "--work-dir", str(tmp_path / "w"),
-                                      "--steps", "1", "--clips", "2", "--batch", "2", "--fp32"])
+                                      "--steps", "1", "--drill-steps", "0", "--settle-steps", "0", "--clips", "2",
+                                      "--batch", "2", "--fp32"])
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 0
     config = json.loads((model / "transformer" / "recipe.json").read_text())["config"]
     assert config["bf16"] is False and config["steps"] == 1 and config["clips"] == 2
+    assert config["drill_steps"] == 0 and config["settle_steps"] == 0

@@ -22,6 +22,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from ..models.text_encoder import TextEncoder
 from ..models.transformer import TransformerConfig, WanTransformer, frame_timesteps_to_tokens
 from ..models.vae import VAEConfig, WanVAE
 from ..sampling import SamplerConfig, frame_noise
+from . import start_motion
 from .common import (Ema, load_checkpoint, lr_at, progress_bar, recipe_record, save_checkpoint, show_step, stderr,
                      step_generator, step_rng, to_model_range)
 
@@ -64,6 +66,20 @@ class DiTRecipe:
     seed: int = 0
     checkpoint_every: int = 250
     network: dict = field(default_factory=lambda: dict(TINY_DIT))
+    # Then start_motion.py's two stages, from the main stage's EMA weights (fresh optimizers, constant rates):
+    drill_steps: int = 3000       # the task alone; learnt after ~1000 steps (follow 0.02 / 0.47 / 0.74 at 1k/2k/3k)
+    drill_clips: int = 512
+    drill_lr: float = 3e-4
+    settle_steps: int = 1300      # recipe batch + as many drill samples a step; 8 a step let the skill fade
+    settle_lr: float = 2e-4
+    settle_ema: float = 0.998
+
+    def stage(self, step: int) -> str:
+        return "main" if step < self.steps else "drill" if step < self.steps + self.drill_steps else "settle"
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps + self.drill_steps + self.settle_steps
 
 
 def load_text_encoder(text_length: int) -> TextEncoder:
@@ -81,17 +97,12 @@ def build_dataset(r: DiTRecipe, vae: WanVAE, vae_id: str, text: TextEncoder,
         flat = load_file(str(cache))
         return {b: {"latents": flat[f"{b}.latents"], "captions": flat[f"{b}.captions"]}
                 for b in {k.rsplit(".", 1)[0] for k in flat}}
-    rng = step_rng(r.seed, 0, stream=3)
-    sizes = sorted({world.bucket_size(aw, ah, r.area) for aw, ah in world.ASPECTS})
     by_bucket: dict[str, tuple[list, list]] = {}
     with progress_bar() as bar:
         task = bar.add_task("encode data", total=r.clips, status="")
-        for i in range(r.clips):
-            h, w = sizes[rng.integers(len(sizes))]
-            scene = world.sample_scene(rng, "train")
+        for i, (h, w, scene, texts) in enumerate(draw_clips(r)):
             clip = to_model_range(world.render(scene, r.frames, h, w)[None]).to(next(vae.parameters()).device)
             latents = vae.encode(clip)[0].cpu()
-            texts = [captions.caption(scene, rng, "train") for _ in range(r.captions_per_clip)]
             entry = by_bucket.setdefault(f"{h}x{w}", ([], []))
             entry[0].append(latents)
             entry[1].append(text.encode(texts).half())
@@ -100,6 +111,27 @@ def build_dataset(r: DiTRecipe, vae: WanVAE, vae_id: str, text: TextEncoder,
     save_file({f"{b}.{k}": v.contiguous() for b, d in data.items() for k, v in d.items()}, str(cache))
     cache.with_suffix(".json").write_text(key)
     return data
+
+
+def draw_clips(r: DiTRecipe) -> Iterator[tuple[int, int, world.Scene, list[str]]]:
+    """Each training clip's bucket size, scene and captions, the same for a seed, drawn without rendering."""
+    rng = step_rng(r.seed, 0, stream=3)
+    sizes = sorted({world.bucket_size(aw, ah, r.area) for aw, ah in world.ASPECTS})
+    for _ in range(r.clips):
+        h, w = sizes[rng.integers(len(sizes))]
+        scene = world.sample_scene(rng, "train")
+        yield h, w, scene, [captions.caption(scene, rng, "train") for _ in range(r.captions_per_clip)]
+
+
+def moving_clips(r: DiTRecipe) -> dict[str, torch.Tensor]:
+    """{"HxW": indices into that bucket of the clips whose objects all move in a direction}."""
+    scenes: dict[str, list[world.Scene]] = {}
+    for h, w, scene, _ in draw_clips(r):
+        scenes.setdefault(f"{h}x{w}", []).append(scene)
+    pools = {b: start_motion.moving(s).nonzero()[:, 0] for b, s in scenes.items()}
+    if not any(len(p) for p in pools.values()):
+        raise ValueError(f"none of the {r.clips} training clips moves in a direction; the settle stage needs some")
+    return pools
 
 
 def encoder_id(vae: WanVAE) -> str:
@@ -150,65 +182,106 @@ def dit_loss(model: WanTransformer, x0: torch.Tensor, context: torch.Tensor, sig
 
 def train_dit(out: Path, work: Path, recipe: DiTRecipe, resume: bool, command: str, device: str = "cpu") -> dict:
     """Every random draw happens on the CPU, so a device changes the arithmetic, not the data the model sees."""
+    r = recipe
     device = open_device(device)
-    torch.manual_seed(recipe.seed)
+    torch.manual_seed(r.seed)
     vae = load_module(lambda: WanVAE(VAEConfig.from_dict(read_json(out / "vae" / "config.json"))), out / "vae",
                       device, torch.float32)
-    text = load_text_encoder(recipe.text_length)
+    text = load_text_encoder(r.text_length)
     work.mkdir(parents=True, exist_ok=True)
-    data = build_dataset(recipe, vae, encoder_id(vae), text, work / "latents.safetensors")
+    data = build_dataset(r, vae, encoder_id(vae), text, work / "latents.safetensors")
+    drill = (start_motion.build_drill_set(r.drill_clips, r.seed, vae, encoder_id(vae), text,
+                                          work / "drill.safetensors") if r.drill_steps else None)
+    moving = moving_clips(r) if r.settle_steps else {}
     empty = text.encode([""])[0]                           # what caption dropout and the default negative use
     # under bf16 autocast the q/k RMS norms see bf16 activations with their float32 weights: correct, only unfused
     warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
     buckets = sorted(data)
     weights = np.array([len(data[b]["latents"]) for b in buckets], float)
+    movers = sorted(b for b in moving if len(moving[b]))
+    mover_weights = np.array([len(moving[b]) for b in movers], float)
 
-    cfg = TransformerConfig.from_dict(recipe.network)
+    cfg = TransformerConfig.from_dict(r.network)
     model = WanTransformer(cfg).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.99))
-    ema = Ema(model, recipe.ema_decay)
+    new_optimizer = lambda decay: torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=decay, betas=(0.9, 0.99))
+    optimizer, ema = new_optimizer(0.01), Ema(model, r.ema_decay)
     ckpt, start, started = work / "dit.safetensors", 0, time.time()
     if resume and ckpt.exists():
-        meta = load_checkpoint(ckpt, model, optimizer, ema, device)
+        meta = load_checkpoint(ckpt, model, optimizer, ema, device)  # Adam's settings come back with its state
         start, started = meta["step"], time.time() - meta.get("elapsed", 0.0)
+        ema.decay = r.ema_decay if r.stage(start - 1) == "main" else r.settle_ema
         stderr.print(f"resuming DiT training at step {start}")
+
+    def recipe_loss(step: int) -> torch.Tensor:
+        rng, gen = step_rng(r.seed, step), step_generator(r.seed, step)
+        bucket = data[buckets[rng.choice(len(buckets), p=weights / weights.sum())]]
+        idx = torch.from_numpy(rng.integers(len(bucket["latents"]), size=r.batch))
+        x0 = bucket["latents"][idx]
+        if rng.random() < 0.4:  # a shorter clip: the causal VAE's latents of a prefix are a prefix
+            x0 = x0[:, :, :int(rng.integers(1, x0.shape[2]))]
+        context = bucket["captions"][idx, torch.from_numpy(rng.integers(r.captions_per_clip, size=len(idx)))].float()
+        context[torch.from_numpy(rng.random(len(idx)) < r.caption_dropout)] = empty
+        u = torch.rand(len(idx), generator=gen)
+        sigma = r.shift * u / (1 + (r.shift - 1) * u)
+        noise = frame_noise(x0.shape, gen, r.noise_correlation)
+        clean = clean_frames(rng, len(idx), x0.shape[2], r.clean_mask_prob)
+        return dit_loss(model, *(t.to(device) for t in (x0, context, sigma, clean, noise)))
+
+    def start_known_loss(step: int, latents: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+        return start_motion.start_known_loss(model, latents.to(device), texts.float().to(device),
+                                             step_generator(r.seed, step, stream=1), r.noise_correlation)
+
+    def drill_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.from_numpy(step_rng(r.seed, step, stream=1).integers(len(drill["latents"]), size=r.batch))
+        return drill["latents"][idx], drill["captions"][idx]
+
+    def mover_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clips of the recipe's own whose objects move in a direction, each with one of its own captions."""
+        rng = step_rng(r.seed, step, stream=2)
+        name = movers[rng.choice(len(movers), p=mover_weights / mover_weights.sum())]
+        idx = moving[name][torch.from_numpy(rng.integers(len(moving[name]), size=r.batch))]
+        phrasing = torch.from_numpy(rng.integers(r.captions_per_clip, size=r.batch))
+        return data[name]["latents"][idx], data[name]["captions"][idx, phrasing]
 
     smooth = None
     with progress_bar() as bar:
-        task = bar.add_task("train dit", total=recipe.steps, completed=start, status="")
-        for step in range(start, recipe.steps):
-            rng, gen = step_rng(recipe.seed, step), step_generator(recipe.seed, step)
-            bucket = data[buckets[rng.choice(len(buckets), p=weights / weights.sum())]]
-            idx = torch.from_numpy(rng.integers(len(bucket["latents"]), size=recipe.batch))
-            x0 = bucket["latents"][idx]
-            if rng.random() < 0.4:  # a shorter clip: the causal VAE's latents of a prefix are a prefix
-                x0 = x0[:, :, :int(rng.integers(1, x0.shape[2]))]
-            context = bucket["captions"][idx, torch.from_numpy(rng.integers(recipe.captions_per_clip, size=len(idx)))]
-            context = context.float()
-            context[torch.from_numpy(rng.random(len(idx)) < recipe.caption_dropout)] = empty
-            u = torch.rand(len(idx), generator=gen)
-            sigma = recipe.shift * u / (1 + (recipe.shift - 1) * u)
-            noise = frame_noise(x0.shape, gen, recipe.noise_correlation)
-            clean = clean_frames(rng, len(idx), x0.shape[2], recipe.clean_mask_prob)
-            x0, context, sigma, noise, clean = (t.to(device) for t in (x0, context, sigma, noise, clean))
-
+        task = bar.add_task("train dit", total=r.total_steps, completed=start, status="")
+        for step in range(start, r.total_steps):
+            stage = r.stage(step)
+            if stage != "main" and step in (r.steps, r.steps + r.drill_steps):  # a stage begins
+                if step == r.steps:
+                    model.load_state_dict(ema.shadow)      # go on from the weights the main stage would ship
+                optimizer = new_optimizer(0.0 if stage == "drill" else 0.01)
+                ema, smooth = Ema(model, r.settle_ema), None
+            if stage == "main":
+                lr = lr_at(step, r.steps, r.lr, r.warmup)
+            elif stage == "drill":
+                lr = r.drill_lr
+            else:
+                lr = r.settle_lr * min(1.0, (step - r.steps - r.drill_steps + 1) / 50)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, recipe.steps, recipe.lr, recipe.warmup)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
-                loss = dit_loss(model, x0, context, sigma, clean, noise)
+                group["lr"] = lr
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=r.bf16):
+                if stage == "main":
+                    loss = recipe_loss(step)
+                elif stage == "drill":
+                    loss = start_known_loss(step, *drill_batch(step))
+                else:
+                    loss = recipe_loss(step) + start_known_loss(step, *mover_batch(step))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             ema.update(model, step)
             smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
-            show_step(bar, task, step + 1, recipe.steps, f"loss {smooth:.4f}")
-            if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.steps:
+            show_step(bar, task, step + 1, r.total_steps, f"{stage} loss {smooth:.4f}")
+            if (step + 1) % r.checkpoint_every == 0 or step + 1 == r.total_steps:
                 save_checkpoint(ckpt, model, optimizer, ema, step + 1, dict(elapsed=time.time() - started))
 
     model.load_state_dict(ema.shadow)
-    save_tiny_model(out, model, recipe)
-    record = recipe_record("dit", command, asdict(recipe), started, recipe.steps, dict(final_loss=None if smooth is None else round(smooth, 4)))
+    save_tiny_model(out, model, r)
+    record = recipe_record("dit", command, asdict(r), started, r.total_steps,
+                           dict(final_loss=None if smooth is None else round(smooth, 4)))
     (out / "transformer" / "recipe.json").write_text(json.dumps(record, indent=2))
     return record
 
@@ -229,5 +302,6 @@ def save_tiny_model(out: Path, model: WanTransformer, recipe: DiTRecipe) -> None
              "_sora": dict(text_encoder_package=TEXT_PACKAGE, text_length=recipe.text_length, width=64, height=64,
                            num_frames=17, fps=int(world.FPS), num_steps=20, guidance_scale=4.0, negative_prompt="",
                            # trained with clean-frame masks (conditioning.py) and this noise prior (sampling.py)
-                           conditioning="clean_tokens", noise_correlation=recipe.noise_correlation)}
+                           conditioning="clean_tokens", noise_correlation=recipe.noise_correlation,
+                           passes=2 if recipe.drill_steps else 1)}  # trained to animate a first frame
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
