@@ -36,8 +36,8 @@ SETTING_FIELDS = ("negative", "seed", "size", "aspect", "resolution", "frames", 
 _NUMBER, _WHOLE, _TEXT, _FLAG = (int, float), (int,), (str,), (bool,)
 _TYPES = dict(prompt=_TEXT, negative=_TEXT, seed=_WHOLE, size=_TEXT, aspect=_TEXT, resolution=(str, int),
               frames=_WHOLE, seconds=_NUMBER, fps=_WHOLE, steps=_WHOLE, guidance=_NUMBER, shift=_NUMBER,
-              sampler=_TEXT, passes=_WHOLE, out=_TEXT, repeat=_WHOLE, image=_TEXT, video=(str, list), mode=_TEXT, fit=_TEXT,
-              loop=_FLAG, backward=_FLAG, duration=_NUMBER, strength=_NUMBER)
+              sampler=_TEXT, passes=_WHOLE, out=_TEXT, repeat=_WHOLE, image=_TEXT, video=(str, list), mode=_TEXT,
+              fit=_TEXT, loop=_FLAG, backward=_FLAG, duration=_NUMBER, strength=_NUMBER)
 # A line that gives one way of stating the size or the length drops the command line's other way, so that
 # `--size 64x64` with a line's `"aspect": "9:16"` is an override, not a conflict.
 _REPLACES = dict(size=("aspect", "resolution"), aspect=("size",), resolution=("size",), frames=("seconds",),

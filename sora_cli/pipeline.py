@@ -200,12 +200,13 @@ class Pipeline:
         nothing_known = known is None or not known.any
         if not (job.passes == 2 and nothing_known and start == 0 and noise.shape[2] > 1):
             return self._sample(job, context, noise, known, start, on_step)
-        # Two passes (known frames or SDEdit already fix the start). With nothing known, where the object is and where it goes are decided together at high
-        # noise, and the direction word barely moves that; with the first frame known, the word alone decides
-        # the path, which sora-tiny was trained to follow (train/start_motion.py). So: draw the clip, keep its
-        # first latent frame, and generate the rest again from it. The second pass's noise is the first's with
-        # its channels rotated by half: as random as fresh noise (channels are drawn independently), and still
-        # a function of the sample's own noise, so a seed gives one video alone or in a batch.
+        # Two passes (known frames or SDEdit already fix the start). With nothing known, where the object is and
+        # where it goes are decided together at high noise, and the direction word barely moves that; with the
+        # first frame known, the word alone decides the path, which sora-tiny was trained to follow
+        # (train/start_motion.py). So: draw the clip, keep its first latent frame, and generate the rest again
+        # from it. The second pass's noise is the first's with its channels rotated by half: as random as fresh
+        # noise (channels are drawn independently), and still a function of the sample's own noise, so a seed
+        # gives one video alone or in a batch.
         n = job.num_steps
         drawn = self._sample(job, context, noise, None, 0, (lambda i, _: on_step(i, 2 * n)) if on_step else None)
         first = torch.zeros(noise.shape[2], dtype=torch.bool)

@@ -66,11 +66,11 @@ def parse_settings(size: str | None = None, aspect: str | None = None, resolutio
     if seconds is not None and seconds <= 0:
         raise OptionError(f"--seconds {seconds} is not allowed; use a positive duration")
     options.check_sampling(steps, guidance, shift, sampler, seed, passes)
-    return Settings(passes=passes, negative=negative, seed=seed, size=options.parse_size(size) if size else None,
+    return Settings(negative=negative, seed=seed, size=options.parse_size(size) if size else None,
                     aspect=options.parse_aspect(aspect) if aspect else None,
                     resolution=options.parse_resolution(resolution) if resolution else None,
                     frames=frames, seconds=seconds, fps=fps, steps=steps, guidance=guidance, shift=shift,
-                    sampler=sampler.lower() if sampler else None)
+                    sampler=sampler.lower() if sampler else None, passes=passes)
 
 
 def check_editing(fit: str = "crop", seconds: float | None = None, duration: float | None = None,

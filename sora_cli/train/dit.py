@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import captions, world
+from ..errors import OptionError
 from ..loading import TEXT_ENCODER_PACKAGES, load_module, open_device, read_json, text_encoder_dirs
 from ..models.text_encoder import TextEncoder
 from ..models.transformer import TransformerConfig, WanTransformer, frame_timesteps_to_tokens
@@ -130,7 +131,8 @@ def moving_clips(r: DiTRecipe) -> dict[str, torch.Tensor]:
         scenes.setdefault(f"{h}x{w}", []).append(scene)
     pools = {b: start_motion.moving(s).nonzero()[:, 0] for b, s in scenes.items()}
     if not any(len(p) for p in pools.values()):
-        raise ValueError(f"none of the {r.clips} training clips moves in a direction; the settle stage needs some")
+        raise OptionError(f"--clips {r.clips}: no training clip moves in a direction, and the settle stage needs some; "
+                          "use more clips, or --settle-steps 0")
     return pools
 
 
