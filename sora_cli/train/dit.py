@@ -191,9 +191,10 @@ def train_dit(out: Path, work: Path, recipe: DiTRecipe, resume: bool, command: s
                       device, torch.float32)
     text = load_text_encoder(r.text_length)
     work.mkdir(parents=True, exist_ok=True)
-    data = build_dataset(r, vae, encoder_id(vae), text, work / "latents.safetensors")
-    drill = (start_motion.build_drill_set(r.drill_clips, r.seed, vae, encoder_id(vae), text,
-                                          work / "drill.safetensors") if r.drill_steps else None)
+    vae_id = encoder_id(vae)  # hashes every encoder weight: once
+    data = build_dataset(r, vae, vae_id, text, work / "latents.safetensors")
+    drill = (start_motion.build_drill_set(r.drill_clips, r.seed, vae, vae_id, text, work / "drill.safetensors")
+             if r.drill_steps else None)
     moving = moving_clips(r) if r.settle_steps else {}
     empty = text.encode([""])[0]                           # what caption dropout and the default negative use
     # under bf16 autocast the q/k RMS norms see bf16 activations with their float32 weights: correct, only unfused
