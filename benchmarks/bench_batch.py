@@ -1,7 +1,7 @@
 """`sora batch` against a shell loop of `sora generate`, and against the sampling time of the same items.
 
     python benchmarks/bench_batch.py [--model sora-tiny] [--items 8] [--steps N] [--frames N] [--repeats 3]
-                                     [--batch-sizes 1,8]
+                                     [--batch-sizes auto,1,8]
 
 Three measurements of the same items (same prompts, seeds and settings), side by side:
 
@@ -9,8 +9,9 @@ Three measurements of the same items (same prompts, seeds and settings), side by
   or chained windows for clips longer than the model's own) with its frames decoded but not written; only that
   is timed, no start-up, no loading, no writing: what the items cost made one at a time.
 - batch: one `sora batch` process for all items, timed from start to exit: interpreter start-up, one model load,
-  every item rendered and written, the manifest; once per `--batch-size` asked for (1: one item at a time, as
-  sampling makes them; 8: the eight denoised together).
+  every item rendered and written, the manifest; once per `--batch-size` asked for (auto: the default, which
+  denoises small clips such as sora-tiny's eight at a time; 1: one item at a time, as sampling makes them; 8: the
+  eight denoised together).
 - loop: one `sora generate` process per item, as a shell loop would run them, each loading the model.
 
 The issue's target is batch <= 1.15 x sampling. The batch's own per-item time (rendering and writing, from its
@@ -53,7 +54,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="Default: the model's.")
     parser.add_argument("--frames", type=int, default=None, help="Default: the model's.")
     parser.add_argument("--repeats", type=int, default=3, help="Sampling and batch runs, alternating.")
-    parser.add_argument("--batch-sizes", default="1,8", help="The `sora batch --batch-size` values to time.")
+    parser.add_argument("--batch-sizes", default="auto,1,8", help="The `sora batch --batch-size` values to time.")
     args = parser.parse_args()
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.items)]
     settings = [*(["--steps", str(args.steps)] if args.steps else []),
@@ -63,7 +64,7 @@ def main() -> None:
     from sora_cli.pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(args.model)
-    sizes = [int(x) for x in args.batch_sizes.split(",")]
+    sizes = args.batch_sizes.split(",")
     samplings, batches, items = [], {n: [] for n in sizes}, {n: [] for n in sizes}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -75,7 +76,7 @@ def main() -> None:
                 start = time.perf_counter()
                 out_dir = tmp / f"batch{run}-{size}"
                 subprocess.run([sys.executable, "-m", "sora_cli", "batch", str(file), "--out-dir", str(out_dir),
-                                "--model", args.model, *settings, "--batch-size", str(size), "--quiet"], check=True,
+                                "--model", args.model, *settings, "--batch-size", size, "--quiet"], check=True,
                                env=env, stdout=subprocess.DEVNULL)
                 batches[size].append(time.perf_counter() - start)
                 records = [json.loads(x) for x in (out_dir / "manifest.jsonl").read_text().splitlines()]
@@ -93,7 +94,7 @@ def main() -> None:
     sampling = min(samplings)
     print(f"{n} items, model {args.model}, {' '.join(settings) or 'its default settings'}, "
           f"{os.environ.get('OMP_NUM_THREADS', 'default')} OMP threads, fastest of {args.repeats} runs")
-    print(f"{'':<40}{'seconds':>9}{'per item':>10}{'x sampling':>12}{'median':>9}")
+    print(f"{'':<44}{'seconds':>9}{'per item':>10}{'x sampling':>12}{'median':>9}")
     rows = [("sampling (in process, calls only)", samplings)]
     for size in sizes:
         per_item = items[size][batches[size].index(min(batches[size]))]  # the fastest batch's own items
@@ -102,7 +103,7 @@ def main() -> None:
     rows.append((f"{n} x sora generate (shell loop)", [loop]))
     for label, runs in rows:
         seconds = min(runs)
-        print(f"{label:<40}{seconds:9.2f}{seconds / n:10.2f}{seconds / sampling:12.2f}{statistics.median(runs):9.2f}")
+        print(f"{label:<44}{seconds:9.2f}{seconds / n:10.2f}{seconds / sampling:12.2f}{statistics.median(runs):9.2f}")
     for size in sizes:
         batch = min(batches[size])
         verdict = "met" if batch <= TARGET * sampling else "not met"

@@ -7,10 +7,11 @@ line need --force. A failing item is recorded with its error and the batch goes 
 
 Every item is made as its mode's command makes it: the same `editing` function with the same options, its frames
 encoded into the MP4 as they are made (`Render.write`: no file until it is complete). So a `generate` item is the
-file `sora generate` writes with the same settings and seed. An item's inputs are read before the model is
-loaded: an item that cannot read them fails without it. With --batch-size N, up to N consecutive text-to-video
-items that differ only in prompt and seed are denoised together (`editing.generate_many`), then written and
-recorded one by one.
+file `sora generate` writes with the same settings and seed (up to a rounding step when it is denoised in a
+group). An item's inputs are read before the model is
+loaded: an item that cannot read them fails without it. Up to N consecutive text-to-video items that differ only in
+prompt and seed are denoised together (`editing.generate_many`), then written and recorded one by one: N is
+--batch-size, or by default (auto) as many as `auto_batch_size` finds worth it for the item's size.
 
 Under torchrun, rank 0 reads the manifest and hands out the list of items left to do, cut into those groups; rank
 r renders the groups at positions r, r + world, r + 2 world, ... of that list. Seeds, names and groups come from
@@ -34,6 +35,11 @@ from .request import EXTEND_SECONDS
 
 ProgressFn = Callable[[str, int, int], None]
 RecordFn = Callable[[dict], None]
+SizeFn = Callable[[Item], int]  # how many items of the item's kind are denoised together
+
+# --batch-size auto: at most this many items a group, and this many transformer tokens (all its clips together).
+AUTO_ITEMS = 8
+AUTO_TOKENS = 4096
 
 
 @dataclass
@@ -82,7 +88,8 @@ def preview(items: list[Item], out_dir: Path, force: bool = False) -> list[tuple
 
 
 def run(items: list[Item], out_dir: Path, group: Group, load_pipeline: Callable[[], object], force: bool = False,
-        on_record: RecordFn | None = None, on_progress: ProgressFn | None = None, batch_size: int = 1) -> Summary:
+        on_record: RecordFn | None = None, on_progress: ProgressFn | None = None,
+        batch_size: int | SizeFn = 1) -> Summary:
     """Render this rank's share of the items that are not done; every rank returns the totals of all ranks.
     Up to `batch_size` consecutive text-to-video items with the same settings are denoised as one batch."""
     out_dir = Path(out_dir)
@@ -100,20 +107,49 @@ def run(items: list[Item], out_dir: Path, group: Group, load_pipeline: Callable[
     return Summary(rendered, failed, len(items) - len(todo))
 
 
-def groups(items: list[Item], todo: list[int], size: int) -> list[list[int]]:
-    """`todo` cut into groups of at most `size` consecutive items that can be denoised together: text-to-video
-    items (no input, no loop) whose settings differ at most in their seed."""
+def parse_batch_size(text: str) -> int | None:
+    """--batch-size: a count of 1 or more, or auto (None)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise OptionError(f"--batch-size {text} is not allowed; use auto or a count of 1 or more")
+    return size
+
+
+def auto_batch_size(read_spec: Callable[[], object]) -> SizeFn:
+    """--batch-size auto, from the model's configs (`pipeline.ModelSpec`, read on first use: a batch with nothing
+    left to render reads nothing). Batching pays where one clip leaves the device idle between small matrix
+    products; a clip of a few thousand tokens keeps it busy alone, and a group would only multiply its memory."""
+    spec = None
+
+    def size(item: Item) -> int:
+        nonlocal spec
+        spec = spec or read_spec()
+        kw, d = item.settings.pipeline_kwargs(spec), spec.defaults
+        tokens = spec.tokens(kw["width"] or d.width, kw["height"] or d.height, kw["num_frames"] or d.num_frames)
+        return max(1, min(AUTO_ITEMS, AUTO_TOKENS // tokens))
+    return size
+
+
+def groups(items: list[Item], todo: list[int], size: int | SizeFn) -> list[list[int]]:
+    """`todo` cut into groups of consecutive items that can be denoised together: text-to-video items (no input,
+    no loop) whose settings differ at most in their seed; at most `size` of them (its value for the first)."""
     out: list[list[int]] = []
-    previous = None
+    previous, cap = None, 1
     for i in todo:
         item = items[i]
         key = None
         if item.mode == "generate" and not item.inputs and item.editing == Editing():
             key = dataclasses.replace(item.settings, seed=None)
-        if out and key is not None and key == previous and len(out[-1]) < size:
+        if out and key is not None and key == previous and len(out[-1]) < cap:
             out[-1].append(i)
         else:
             out.append([i])
+            cap = 1 if key is None else size(item) if callable(size) else size
         previous = key
     return out
 

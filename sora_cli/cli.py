@@ -176,8 +176,9 @@ def batch(
     negative: Optional[str] = typer.Option(None, help="Negative prompt of the lines that give none."),
     passes: Optional[int] = typer.Option(None, help=PASSES_HELP),
     repeat: int = typer.Option(1, help="Render each line N times, with seeds seed, seed+1, ..."),
-    batch_size: int = typer.Option(1, help="Denoise up to N consecutive text-to-video items that differ only in "
-                                   "prompt and seed at once: faster per clip, N times the activations' memory."),
+    batch_size: str = typer.Option("auto", help="Denoise up to N consecutive text-to-video items that differ only "
+                                   "in prompt and seed at once: faster per clip, N times the activations' memory. "
+                                   "auto: up to 8 small clips (4096 transformer tokens in all), large ones alone."),
     force: bool = typer.Option(False, help="Render again the items the manifest records as done."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check every line, list what would render; load no model."),
     device: Optional[str] = typer.Option(None, help="cuda, mps or cpu. Under torchrun: cuda:LOCAL_RANK."),
@@ -192,7 +193,7 @@ def batch(
     import signal
 
     from . import options
-    from .batch import preview, run
+    from .batch import auto_batch_size, parse_batch_size, preview, run
     from .batch_file import read_batch
     from .distributed import Group, Ranks
     from .request import parse_settings
@@ -203,8 +204,7 @@ def batch(
     parse_settings(**defaults)  # the command line's own mistakes are named as such, before the file's
     if repeat < 1:
         raise OptionError(f"--repeat {repeat} is not allowed; use 1 or more")
-    if batch_size < 1:
-        raise OptionError(f"--batch-size {batch_size} is not allowed; use 1 or more")
+    size = parse_batch_size(batch_size)
     if dtype is not None:
         options.parse_dtype(dtype)
     if device is not None:
@@ -238,7 +238,10 @@ def batch(
             raise typer.Exit(2)
         raise OptionError(f"{parsed.label} has {len(parsed.errors)} bad line(s); nothing was rendered")
 
-    from .pipeline import Pipeline
+    from .pipeline import ModelSpec, Pipeline
+
+    if size is None:
+        size = auto_batch_size(lambda: ModelSpec.read(model, offline))
 
     def load() -> Pipeline:
         bars("load model", 0, 1)
@@ -266,7 +269,7 @@ def batch(
     started, previous = time.perf_counter(), signal.signal(signal.SIGTERM, stop)
     try:
         with Group(ranks) as group, Bars(quiet or not lead) as bars:
-            summary = run(parsed.items, out_dir, group, load, force, report, bars, batch_size)
+            summary = run(parsed.items, out_dir, group, load, force, report, bars, size)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if lead and not quiet:

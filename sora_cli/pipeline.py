@@ -58,6 +58,39 @@ class Defaults:
 
 
 @dataclass
+class ModelSpec:
+    """A model folder's configs, read without its weights: enough to size a job before the model is loaded."""
+
+    folder: Path
+    index: dict
+    defaults: Defaults
+    transformer: TransformerConfig
+    vae: VAEConfig
+    sampler: SamplerConfig
+
+    @classmethod
+    def read(cls, model: str | Path | None = None, offline: bool = False) -> "ModelSpec":
+        folder = resolve_model(None if model is None else str(model), offline=offline)
+        index = read_json(folder / "model_index.json")
+        try:
+            return cls(folder, index, Defaults.from_model_index(index),
+                       TransformerConfig.from_dict(read_json(folder / "transformer" / "config.json")),
+                       VAEConfig.from_dict(read_json(folder / "vae" / "config.json")),
+                       SamplerConfig.from_scheduler_config(read_json(folder / "scheduler" / "scheduler_config.json")))
+        except ValueError as e:
+            raise ModelError(f"model at {folder} is not supported: {e}") from None
+
+    @property
+    def size_multiple(self) -> int:
+        return self.vae.spatial_stride * self.transformer.patch_size[1]
+
+    def tokens(self, width: int, height: int, num_frames: int) -> int:
+        """The transformer's sequence length for one clip of this size (a 4n + 1 frame count, sizes snapped)."""
+        m, latent_frames = self.size_multiple, (num_frames - 1) // self.vae.temporal_stride + 1
+        return latent_frames // self.transformer.patch_size[0] * -(-width // m) * -(-height // m)
+
+
+@dataclass
 class Job:
     """One render's settings, resolved against the model's defaults by `Pipeline.resolve`."""
 
@@ -97,28 +130,21 @@ class Pipeline:
     def from_pretrained(cls, model: str | Path | None = None, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, offline: bool = False,
                         offload: bool = False) -> "Pipeline":
-        folder = resolve_model(None if model is None else str(model), offline=offline)
+        spec = ModelSpec.read(model, offline)
+        folder = spec.folder
         device = open_device(device)
         dtype = _parse_dtype(dtype) if dtype is not None else (torch.float32 if device.type == "cpu" else torch.bfloat16)
-        index = read_json(folder / "model_index.json")
-        defaults = Defaults.from_model_index(index)
         # Modules live on the accelerator unless offloading; the text encoder only visits it to encode.
         home = torch.device("cpu") if offload else device
-
-        try:
-            t_cfg = TransformerConfig.from_dict(read_json(folder / "transformer" / "config.json"))
-            v_cfg = VAEConfig.from_dict(read_json(folder / "vae" / "config.json"))
-            sampler = SamplerConfig.from_scheduler_config(read_json(folder / "scheduler" / "scheduler_config.json"))
-        except ValueError as e:
-            raise ModelError(f"model at {folder} is not supported: {e}") from None
-        transformer = load_module(lambda: WanTransformer(t_cfg), folder / "transformer", home, dtype,
+        transformer = load_module(lambda: WanTransformer(spec.transformer), folder / "transformer", home, dtype,
                                   keep_fp32=FP32_PARAM_PATTERNS)
         # The VAE stays in float32: it is a small share of the time, and decoding is where banding would show.
-        vae = load_module(lambda: WanVAE(v_cfg), folder / "vae", home, torch.float32)
-        encoder_class = index.get("text_encoder", [None, "UMT5EncoderModel"])[1]
-        text_encoder = TextEncoder.load(*text_encoder_dirs(folder, index), encoder_class, defaults.text_length, dtype)
+        vae = load_module(lambda: WanVAE(spec.vae), folder / "vae", home, torch.float32)
+        encoder_class = spec.index.get("text_encoder", [None, "UMT5EncoderModel"])[1]
+        text_encoder = TextEncoder.load(*text_encoder_dirs(folder, spec.index), encoder_class,
+                                        spec.defaults.text_length, dtype)
         name = str(model) if model is not None else folder.name
-        return cls(transformer, vae, text_encoder, sampler, defaults, device, dtype, offload, name)
+        return cls(transformer, vae, text_encoder, spec.sampler, spec.defaults, device, dtype, offload, name)
 
     @property
     def size_multiple(self) -> int:

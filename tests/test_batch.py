@@ -146,6 +146,45 @@ def test_groups_are_consecutive_text_to_video_items_with_the_same_settings(tmp_p
     assert lines_of(groups(items, [0, 2, 3, 5, 6], 4)) == [[1, 1, 2, 4], [5]]
 
 
+def test_auto_batch_size_groups_small_clips_by_eight_and_leaves_large_ones_alone(tiny_wan_dir, tmp_path):
+    from sora_cli.batch import auto_batch_size, parse_batch_size
+    from sora_cli.errors import OptionError
+    from sora_cli.pipeline import ModelSpec
+
+    # the tiny model: 16 pixels a token side, 4 frames a latent frame; default 48x32, 9 frames = 3 x 3 x 2 tokens
+    lines = [dict(prompt="small", size="64x64", frames=1, repeat=10), dict(prompt="default", repeat=3),
+             dict(prompt="wide", size="1024x512", frames=1, repeat=2), dict(prompt="long", size="256x256", frames=21, repeat=6)]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    items = read_batch(str(tmp_path / "p.jsonl"), tmp_path / "out").items
+    spec = ModelSpec.read(tiny_wan_dir)
+    assert [spec.tokens(64, 64, 1), spec.tokens(48, 32, 9), spec.tokens(1024, 512, 1), spec.tokens(256, 256, 21)] \
+        == [16, 18, 2048, 1536]
+    reads = []
+    size = auto_batch_size(lambda: reads.append(1) or spec)
+    units = groups(items, list(range(len(items))), size)
+    # 8 at most; 4096 // 2048 = 2 wide clips; 4096 // 1536 = 2 long ones
+    assert [len(u) for u in units] == [8, 2, 3, 2, 2, 2, 2]
+    assert [items[u[0]].prompt for u in units] == ["small"] * 2 + ["default", "wide"] + ["long"] * 3
+    assert len(reads) == 1, "the configs are read once"
+    assert [parse_batch_size(text) for text in ("auto", "AUTO", "1", "12")] == [None, None, 1, 12]
+    for text in ("0", "-2", "eight"):
+        with pytest.raises(OptionError, match=f"--batch-size {text} is not allowed; use auto or a count of 1 or more"):
+            parse_batch_size(text)
+
+
+def test_by_default_small_items_are_denoised_together(tiny_wan_dir, tmp_path, capsys, monkeypatch):
+    from sora_cli import editing
+
+    sizes, real = [], editing.generate_many
+    monkeypatch.setattr(editing, "generate_many", lambda pipe, prompts, *a, **k: sizes.append(len(prompts)) or
+                        real(pipe, prompts, *a, **k))
+    file = tmp_path / "p.txt"
+    file.write_text("a red fox\n" * 10)
+    code, stdout, err = call_sora(capsys, "batch", str(file), "--out-dir", str(tmp_path / "out"), *fast(tiny_wan_dir))
+    assert code == 0, err
+    assert sizes == [8, 2] and len(stdout.splitlines()) == 10 == len(videos(tmp_path / "out"))
+
+
 def test_command_line_lengths_apply_to_generate_lines_only(tmp_path):
     (tmp_path / "clip.mp4").write_bytes(b"")
     file = tmp_path / "p.jsonl"
@@ -175,7 +214,7 @@ def test_bad_file_fails_up_front_and_dry_run_reports_every_line(tiny_wan_dir, tm
     code, _, err = call_sora(capsys, "batch", str(file), "--out-dir", str(out), "--steps", "0")
     assert code == 2 and err.strip() == "error: --steps 0 is not allowed; use a whole number of 1 or more"
     code, _, err = call_sora(capsys, "batch", str(file), "--out-dir", str(out), "--batch-size", "0")
-    assert code == 2 and err.strip() == "error: --batch-size 0 is not allowed; use 1 or more"
+    assert code == 2 and err.strip() == "error: --batch-size 0 is not allowed; use auto or a count of 1 or more"
 
     # Inputs are found next to the prompt file: a missing one is a bad line (exit 2), one that cannot be decoded
     # an item that would fail (exit 3); both are found without a model.
