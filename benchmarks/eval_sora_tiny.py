@@ -1,13 +1,14 @@
 """Prompt adherence of the embedded model on held-out captions, judged from the decoded frames alone.
 
     python benchmarks/eval_sora_tiny.py [--clips 100] [--seed N] [--model PATH] [--passes 1|2] [--out results.json]
-                                        [--through-vae]
+                                        [--through-vae] [--frames 17]
 
 Captions come from the world's held-out split: (shape, colour, background, motion) combinations and phrasings
 that training never saw. Each clip is generated at one of the five aspect-ratio buckets and measured with
 `sora_cli.judge`: background colour, object colour, shape, motion (all 13 kinds) and, for the 8 directional
 motions, direction; plus whether the object stays in frame. Also reports the VAE's reconstruction PSNR on
-held-out clips.
+held-out clips. `--frames 1` judges text-to-image instead: colour, background and shape mean the same there;
+motion and direction do not (one frame is judged still).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--passes", type=int, choices=(1, 2), default=None, help="default: the model's")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     parser.add_argument("--through-vae", action="store_true",
                         help="judge each caption's true clip after the VAE instead of a generated one: the ceiling "
@@ -52,9 +54,9 @@ def main() -> None:
         text = captions.caption(scene, rng, "heldout")
         height, width = sizes[i % len(sizes)]
         if args.through_vae:
-            frames, fps = pipe.decode(pipe.encode(world.render(scene, 17, height, width))), world.FPS
+            frames, fps = pipe.decode(pipe.encode(world.render(scene, args.frames, height, width))), world.FPS
         else:
-            video = pipe(text, height=height, width=width, num_frames=17, num_steps=args.steps,
+            video = pipe(text, height=height, width=width, num_frames=args.frames, num_steps=args.steps,
                          guidance_scale=args.guidance, seed=args.seed * 100003 + i, passes=args.passes)
             frames, fps = video.frames, video.fps
         verdict = judge.agreement(judge.scene_facts(scene), judge.judge_clip(frames, fps))
@@ -71,7 +73,8 @@ def main() -> None:
     from sora_cli.train.vae import evaluate_psnr
 
     figures = {k: round(float(np.mean(v)), 3) for k, v in hits.items()}
-    figures["clips"], figures["passes"] = args.clips, args.passes or pipe.defaults.passes
+    figures["clips"], figures["frames"] = args.clips, args.frames
+    figures["passes"] = args.passes or pipe.defaults.passes
     figures["vae_heldout_psnr_db"] = evaluate_psnr(pipe.vae, args.seed)
     print(json.dumps(figures, indent=2))
     if args.out:
