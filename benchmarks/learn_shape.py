@@ -13,21 +13,15 @@ the estimate from one shape to the other (1: all the way; 0: ignored). About 0.3
 
 from __future__ import annotations
 
-import shutil
-import time
-from pathlib import Path
-
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from sora_cli import world
-from sora_cli.loading import resolve_model
-from sora_cli.models.transformer import WanTransformer, frame_timesteps_to_tokens
+from sora_cli.models.transformer import frame_timesteps_to_tokens
 from sora_cli.sampling import frame_noise
 
 from probe_word_use import caption, estimates, follow_along, pair
-from probing import probe_parser, probed_pipeline
+from probing import drill, drill_parser, drilled_pipeline
 
 LEVELS = (0.9, 0.7)
 
@@ -65,50 +59,24 @@ def measure(pipe, scenes: int = 24) -> list[float]:
 
 
 def main() -> None:
-    parser = probe_parser(__doc__)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--every", type=int, default=500)
+    parser = drill_parser(__doc__, every=500, batch=32)
     parser.add_argument("--images", type=int, default=2048)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--low", type=float, default=0.5, help="the lowest noise level trained on")
-    parser.add_argument("--save", default=None, help="write the trained model as a model folder here")
-    args = parser.parse_args()
-    if args.save and Path(args.save).exists():
-        parser.error(f"--save {args.save} exists; give a new folder")
-    torch.manual_seed(0)
-    pipe = probed_pipeline(args)
-    model = WanTransformer(pipe.transformer.config)  # a trainable copy: the loader hands out frozen modules
-    model.load_state_dict(pipe.transformer.state_dict())
-    pipe.transformer = model.train()
+    pipe, args = drilled_pipeline(parser)
     latents, texts = training_set(pipe, args.images)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    report = lambda step: print(f"step {step:5d}  shape follow " + "  ".join(  # noqa: E731
-        f"{f:.3f} at {s}" for s, f in zip(LEVELS, measure(pipe))), flush=True)
-    report(0)
-    started = time.perf_counter()
-    for step in range(1, args.steps + 1):
-        gen = torch.Generator().manual_seed(step)
+    model = pipe.transformer
+
+    def loss_at(gen: torch.Generator) -> torch.Tensor:
         idx = torch.randint(len(latents), (args.batch,), generator=gen)
         x0, context = latents[idx], texts[idx]
         sigma = args.low + (1 - args.low) * torch.rand(args.batch, 1, generator=gen)
         s5 = sigma[:, None, :, None, None]
         noisy = (1 - s5) * x0 + s5 * frame_noise(x0.shape, gen, pipe.defaults.noise_correlation)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            x0_hat = model(noisy, frame_timesteps_to_tokens(sigma * 1000, model.token_grid(*x0.shape[2:])), context)
-        loss = (x0_hat.float() - x0).pow(2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        if step % args.every == 0:
-            print(f"  {(time.perf_counter() - started) / step:.2f} s a step, loss {loss.item():.4f}", flush=True)
-            report(step)
-    if args.save:
-        shutil.copytree(resolve_model(args.model), args.save)
-        (Path(args.save) / "transformer" / "recipe.json").unlink(missing_ok=True)  # it no longer made these weights
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-                  str(Path(args.save) / "transformer" / "diffusion_pytorch_model.safetensors"))
+        x0_hat = model(noisy, frame_timesteps_to_tokens(sigma * 1000, model.token_grid(*x0.shape[2:])), context)
+        return (x0_hat.float() - x0).pow(2).mean()
+
+    drill(pipe, args, loss_at, lambda step: print(f"step {step:5d}  shape follow " + "  ".join(
+        f"{f:.3f} at {s}" for s, f in zip(LEVELS, measure(pipe))), flush=True))
 
 
 if __name__ == "__main__":

@@ -17,21 +17,14 @@ transformer as a model folder there (for `animate_first_frame.py`); otherwise no
 
 from __future__ import annotations
 
-import shutil
-import time
-from pathlib import Path
-
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from sora_cli import world
-from sora_cli.loading import resolve_model
-from sora_cli.models.transformer import WanTransformer
 from sora_cli.train.start_motion import DRILL_SIZE, drill_scenes, start_known_loss, template_caption
 
 from probe_word_use import estimates, follow_along, pair
-from probing import probe_parser, probed_pipeline
+from probing import drill, drill_parser, drilled_pipeline
 
 @torch.no_grad()
 def training_set(pipe, clips: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,45 +67,17 @@ def measure(pipe, scenes: int = 12) -> tuple[float, float, float]:
 
 
 def main() -> None:
-    parser = probe_parser(__doc__)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--every", type=int, default=750)
+    parser = drill_parser(__doc__, every=750, batch=16)
     parser.add_argument("--clips", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--save", default=None, help="write the trained model as a model folder here")
-    args = parser.parse_args()
-    if args.save and Path(args.save).exists():
-        parser.error(f"--save {args.save} exists; give a new folder")
-    torch.manual_seed(0)
-    pipe = probed_pipeline(args)
-    # a trainable copy: the loader hands out frozen modules, in inference mode
-    model = WanTransformer(pipe.transformer.config)
-    model.load_state_dict(pipe.transformer.state_dict())
-    pipe.transformer = model.train()
+    pipe, args = drilled_pipeline(parser)
     latents, texts = training_set(pipe, args.clips)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    report = lambda step: print("step {:5d}  follow {:.3f}  travel {:5.1f} px of {:.1f}".format(step, *measure(pipe)),
-                                flush=True)
-    report(0)
-    started = time.perf_counter()
-    for step in range(1, args.steps + 1):
-        gen = torch.Generator().manual_seed(step)
+
+    def loss_at(gen: torch.Generator) -> torch.Tensor:  # the recipe's drill stage, on these clips
         idx = torch.randint(len(latents), (args.batch,), generator=gen)
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # the recipe's drill stage, on these clips
-            loss = start_known_loss(model, latents[idx], texts[idx], gen, pipe.defaults.noise_correlation)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        if step % args.every == 0:
-            print(f"  {(time.perf_counter() - started) / step:.2f} s a step, loss {loss.item():.4f}", flush=True)
-            report(step)
-    if args.save:
-        shutil.copytree(resolve_model(args.model), args.save)
-        (Path(args.save) / "transformer" / "recipe.json").unlink(missing_ok=True)  # it no longer made these weights
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-                  str(Path(args.save) / "transformer" / "diffusion_pytorch_model.safetensors"))
+        return start_known_loss(pipe.transformer, latents[idx], texts[idx], gen, pipe.defaults.noise_correlation)
+
+    drill(pipe, args, loss_at, lambda step: print(
+        "step {:5d}  follow {:.3f}  travel {:5.1f} px of {:.1f}".format(step, *measure(pipe)), flush=True))
 
 
 if __name__ == "__main__":

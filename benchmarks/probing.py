@@ -1,11 +1,21 @@
 """What the transformer probes share: the model to probe, optionally with a `sora train dit` checkpoint's EMA
-weights, so that a run can be looked into while it goes on."""
+weights, so that a run can be looked into while it goes on; and the loop of the scripts that train it on one task
+alone (`learn_start_motion.py`, `learn_shape.py`)."""
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import save_file
 
 from sora_cli import Pipeline
+from sora_cli.loading import resolve_model
+from sora_cli.models.transformer import WanTransformer
 from sora_cli.train.common import ema_weights
 
 
@@ -21,3 +31,54 @@ def probed_pipeline(args: argparse.Namespace) -> Pipeline:
     if args.checkpoint:
         pipe.transformer.load_state_dict(ema_weights(args.checkpoint), strict=True)
     return pipe
+
+
+def drill_parser(doc: str | None, every: int, batch: int) -> argparse.ArgumentParser:
+    """The options of a script that trains the transformer on one task alone (`drill`)."""
+    parser = probe_parser(doc)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--every", type=int, default=every)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--save", default=None, help="write the trained model as a model folder here")
+    return parser
+
+
+def drill(pipe: Pipeline, args: argparse.Namespace, loss_at: Callable[[torch.Generator], torch.Tensor],
+          report: Callable[[int], None]) -> None:
+    """Train `pipe.transformer` (a trainable copy by then) on `loss_at(generator)` for args.steps steps (AdamW at a
+    constant args.lr, no weight decay, as the recipe's drill stage), reporting every args.every steps; then
+    write the model folder to args.save if given."""
+    model = pipe.transformer
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    report(0)
+    started = time.perf_counter()
+    for step in range(1, args.steps + 1):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = loss_at(torch.Generator().manual_seed(step))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % args.every == 0:
+            print(f"  {(time.perf_counter() - started) / step:.2f} s a step, loss {loss.item():.4f}", flush=True)
+            report(step)
+    if args.save:
+        shutil.copytree(resolve_model(args.model), args.save)
+        (Path(args.save) / "transformer" / "recipe.json").unlink(missing_ok=True)  # it no longer made these weights
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                  str(Path(args.save) / "transformer" / "diffusion_pytorch_model.safetensors"))
+
+
+def drilled_pipeline(parser: argparse.ArgumentParser) -> tuple[Pipeline, argparse.Namespace]:
+    """The parsed options and the pipeline, its transformer a trainable copy (the loader hands out frozen modules,
+    in inference mode)."""
+    args = parser.parse_args()
+    if args.save and Path(args.save).exists():
+        parser.error(f"--save {args.save} exists; give a new folder")
+    torch.manual_seed(0)
+    pipe = probed_pipeline(args)
+    model = WanTransformer(pipe.transformer.config)
+    model.load_state_dict(pipe.transformer.state_dict())
+    pipe.transformer = model.train()
+    return pipe, args
