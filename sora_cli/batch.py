@@ -8,10 +8,10 @@ line need --force. A failing item is recorded with its error and the batch goes 
 Every item is made as its mode's command makes it: the same `editing` function with the same options, its frames
 encoded into the MP4 as they are made (`Render.write`: no file until it is complete). So a `generate` item is the
 file `sora generate` writes with the same settings and seed (up to a rounding step when it is denoised in a
-group). An item's inputs are read before the model is
-loaded: an item that cannot read them fails without it. Up to N consecutive text-to-video items that differ only in
-prompt and seed are denoised together (`editing.generate_many`), then written and recorded one by one: N is
---batch-size, or by default (auto) as many as `auto_batch_size` finds worth it for the item's size.
+group). An item's inputs are read before the model is loaded: an item that cannot read them fails without it.
+Up to N consecutive text-to-video items that differ only in prompt and seed are denoised together
+(`editing.generate_many`), then written and recorded one by one: N is --batch-size, or by default (auto) as many
+as `auto_batch_size` finds worth it for the item's size.
 
 Under torchrun, rank 0 reads the manifest and hands out the list of items left to do, cut into those groups; rank
 r renders the groups at positions r, r + world, r + 2 world, ... of that list. Seeds, names and groups come from

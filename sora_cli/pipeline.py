@@ -85,7 +85,7 @@ class ModelSpec:
         return self.vae.spatial_stride * self.transformer.patch_size[1]
 
     def tokens(self, width: int, height: int, num_frames: int) -> int:
-        """The transformer's sequence length for one clip of this size (a 4n + 1 frame count, sizes snapped)."""
+        """The transformer's sequence length for one clip of this size (sides rounded up to the token grid)."""
         m, latent_frames = self.size_multiple, (num_frames - 1) // self.vae.temporal_stride + 1
         return latent_frames // self.transformer.patch_size[0] * -(-width // m) * -(-height // m)
 
