@@ -21,6 +21,7 @@ the file and the manifest alone, so the outputs do not depend on the number of r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -124,11 +125,10 @@ def auto_batch_size(read_spec: Callable[[], object]) -> SizeFn:
     """--batch-size auto, from the model's configs (`pipeline.ModelSpec`, read on first use: a batch with nothing
     left to render reads nothing). Batching pays where one clip leaves the device idle between small matrix
     products; a clip of a few thousand tokens keeps it busy alone, and a group would only multiply its memory."""
-    spec = None
+    read_spec = functools.cache(read_spec)
 
     def size(item: Item) -> int:
-        nonlocal spec
-        spec = spec or read_spec()
+        spec = read_spec()
         kw, d = item.settings.pipeline_kwargs(spec), spec.defaults
         tokens = spec.tokens(kw["width"] or d.width, kw["height"] or d.height, kw["num_frames"] or d.num_frames)
         return max(1, min(AUTO_ITEMS, AUTO_TOKENS // tokens))

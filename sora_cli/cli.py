@@ -6,6 +6,7 @@ stderr. torch is imported only inside commands, so `sora --help` is instant.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -240,12 +241,13 @@ def batch(
 
     from .pipeline import ModelSpec, Pipeline
 
+    spec = functools.cache(lambda: ModelSpec.read(model, offline))  # read once: for auto batch sizes and the load
     if size is None:
-        size = auto_batch_size(lambda: ModelSpec.read(model, offline))
+        size = auto_batch_size(spec)
 
     def load() -> Pipeline:
         bars("load model", 0, 1)
-        pipe = Pipeline.from_pretrained(model, device=ranks.device(device), dtype=dtype, offline=offline,
+        pipe = Pipeline.from_pretrained(spec(), device=ranks.device(device), dtype=dtype, offline=offline,
                                         offload=offload)
         bars("load model", 1, 1)
         return pipe

@@ -61,6 +61,7 @@ class Defaults:
 class ModelSpec:
     """A model folder's configs, read without its weights: enough to size a job before the model is loaded."""
 
+    name: str  # as the user gave it, or the folder's name
     folder: Path
     index: dict
     defaults: Defaults
@@ -73,7 +74,7 @@ class ModelSpec:
         folder = resolve_model(None if model is None else str(model), offline=offline)
         index = read_json(folder / "model_index.json")
         try:
-            return cls(folder, index, Defaults.from_model_index(index),
+            return cls(folder.name if model is None else str(model), folder, index, Defaults.from_model_index(index),
                        TransformerConfig.from_dict(read_json(folder / "transformer" / "config.json")),
                        VAEConfig.from_dict(read_json(folder / "vae" / "config.json")),
                        SamplerConfig.from_scheduler_config(read_json(folder / "scheduler" / "scheduler_config.json")))
@@ -84,10 +85,14 @@ class ModelSpec:
     def size_multiple(self) -> int:
         return self.vae.spatial_stride * self.transformer.patch_size[1]
 
+    def latent_frames(self, num_frames: int) -> int:
+        """Latent frames of a 4n + 1 frame clip: the first frame, then one per temporal_stride frames."""
+        return (num_frames - 1) // self.vae.temporal_stride + 1
+
     def tokens(self, width: int, height: int, num_frames: int) -> int:
         """The transformer's sequence length for one clip of this size (sides rounded up to the token grid)."""
-        m, latent_frames = self.size_multiple, (num_frames - 1) // self.vae.temporal_stride + 1
-        return latent_frames // self.transformer.patch_size[0] * -(-width // m) * -(-height // m)
+        m = self.size_multiple
+        return self.latent_frames(num_frames) // self.transformer.patch_size[0] * -(-width // m) * -(-height // m)
 
 
 @dataclass
@@ -118,19 +123,18 @@ class Video:
 
 
 class Pipeline:
-    def __init__(self, transformer: WanTransformer, vae: WanVAE, text_encoder: TextEncoder,
-                 sampler: SamplerConfig, defaults: Defaults, device: torch.device, dtype: torch.dtype,
-                 offload: bool = False, name: str = ""):
-        self.transformer, self.vae, self.text_encoder = transformer, vae, text_encoder
-        self.sampler, self.defaults = sampler, defaults
-        self.device, self.dtype, self.offload, self.name = device, dtype, offload, name
-        self.conditioning = conditioning_mode(defaults.conditioning)  # how known frames reach the model
+    def __init__(self, spec: ModelSpec, transformer: WanTransformer, vae: WanVAE, text_encoder: TextEncoder,
+                 device: torch.device, dtype: torch.dtype, offload: bool = False):
+        self.spec, self.transformer, self.vae, self.text_encoder = spec, transformer, vae, text_encoder
+        self.device, self.dtype, self.offload = device, dtype, offload
+        self.conditioning = conditioning_mode(spec.defaults.conditioning)  # how known frames reach the model
 
     @classmethod
-    def from_pretrained(cls, model: str | Path | None = None, device: str | torch.device | None = None,
+    def from_pretrained(cls, model: str | Path | ModelSpec | None = None, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, offline: bool = False,
                         offload: bool = False) -> "Pipeline":
-        spec = ModelSpec.read(model, offline)
+        """`model`: a folder, a known name or a hub repo id, or the `ModelSpec` already read from one."""
+        spec = model if isinstance(model, ModelSpec) else ModelSpec.read(model, offline)
         folder = spec.folder
         device = open_device(device)
         dtype = _parse_dtype(dtype) if dtype is not None else (torch.float32 if device.type == "cpu" else torch.bfloat16)
@@ -143,12 +147,23 @@ class Pipeline:
         encoder_class = spec.index.get("text_encoder", [None, "UMT5EncoderModel"])[1]
         text_encoder = TextEncoder.load(*text_encoder_dirs(folder, spec.index), encoder_class,
                                         spec.defaults.text_length, dtype)
-        name = str(model) if model is not None else folder.name
-        return cls(transformer, vae, text_encoder, spec.sampler, spec.defaults, device, dtype, offload, name)
+        return cls(spec, transformer, vae, text_encoder, device, dtype, offload)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def defaults(self) -> Defaults:
+        return self.spec.defaults
+
+    @property
+    def sampler(self) -> SamplerConfig:
+        return self.spec.sampler
 
     @property
     def size_multiple(self) -> int:
-        return self.vae.spatial_stride * self.transformer.config.patch_size[1]
+        return self.spec.size_multiple
 
     def __call__(self, prompt: str, negative_prompt: str | None = None, height: int | None = None,
                  width: int | None = None, num_frames: int | None = None, num_steps: int | None = None,
@@ -198,8 +213,7 @@ class Pipeline:
                    seed, fps, passes, metadata)
 
     def latent_frames(self, num_frames: int) -> int:
-        """Latent frames of a 4n + 1 frame clip: the first frame, then one per temporal_stride frames."""
-        return (num_frames - 1) // self.vae.temporal_stride + 1
+        return self.spec.latent_frames(num_frames)
 
     def draw_noise(self, job: Job, generator: torch.Generator, latent_frames: int | None = None) -> Tensor:
         """(1, C, F, h, w) float32 noise on the CPU; F is the whole job's unless given."""
