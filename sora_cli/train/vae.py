@@ -48,9 +48,10 @@ class VAERecipe:
     ema_decay: float = 0.999
     # Then the decoder alone, the encoder frozen: reconstructions sharpen while the latents, and so everything
     # the DiT was trained on, stay exactly as they were. A decoder wider than phase 1's starts afresh.
-    decoder_steps: int = 3000
+    decoder_steps: int = 5000   # 3000 (float32): 31.5 dB over 8 x 24 held-out clips; 5000 (bf16): 32.5
     decoder_lr: float = 1e-3
     decoder_base_dim: int = 32
+    decoder_bf16: bool = True  # autocast: 0.61x float32's step time on this CPU (AMX)
     seed: int = 0
     checkpoint_every: int = 250
     stat_clips: int = 48     # whole clips measured for the latent mean and std
@@ -107,10 +108,11 @@ def train_vae(out: Path, work: Path, recipe: VAERecipe, resume: bool, command: s
     cfg = VAEConfig(**TINY_VAE, latents_mean=(0.0,) * TINY_VAE["z_dim"], latents_std=(1.0,) * TINY_VAE["z_dim"])
     vae = WanVAE(cfg).train()
     elapsed, trained = run_phase("vae", vae, vae.parameters(), recipe.steps, recipe.lr, recipe,
-                                 work / "vae.safetensors", resume, stream=0)
+                                 work / "vae.safetensors", resume, stream=0, bf16=False)
     if recipe.decoder_base_dim != cfg.base_dim:
         cfg = replace(cfg, decoder_base_dim=recipe.decoder_base_dim)
         encoder = {k: v for k, v in vae.state_dict().items() if k.startswith(("encoder.", "quant_conv."))}
+        torch.manual_seed(recipe.seed)  # the new decoder's start depends on the seed alone, not on phase 1's run
         vae = WanVAE(cfg).train()
         vae.load_state_dict(encoder, strict=False)
     vae.requires_grad_(False)
@@ -119,7 +121,8 @@ def train_vae(out: Path, work: Path, recipe: VAERecipe, resume: bool, command: s
         p.requires_grad_(True)
     # A decoder checkpoint only continues if it grew from this encoder; stream 4: new crops, not phase 1's.
     elapsed += run_phase("decoder", vae, decoder, recipe.decoder_steps, recipe.decoder_lr, recipe,
-                         work / "vae-decoder.safetensors", resume and not trained, stream=4)[0]
+                         work / "vae-decoder.safetensors", resume and not trained, stream=4,
+                         bf16=recipe.decoder_bf16)[0]
     started = time.time() - elapsed  # what the record reports: both phases, across resumes
 
     vae.eval().requires_grad_(False)
@@ -133,8 +136,8 @@ def train_vae(out: Path, work: Path, recipe: VAERecipe, resume: bool, command: s
 
 
 def run_phase(name: str, vae: WanVAE, params, steps: int, lr: float, recipe: VAERecipe,
-              ckpt: Path, resume: bool, stream: int) -> tuple[float, bool]:
-    """Train `params` for `steps`, leave the EMA weights in `vae`.
+              ckpt: Path, resume: bool, stream: int, bf16: bool) -> tuple[float, bool]:
+    """Train `params` for `steps`, leave the EMA weights in `vae`; `bf16`: under bf16 autocast.
     Returns the phase's wall time in seconds and whether any step ran now."""
     params = list(params)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -151,7 +154,8 @@ def run_phase(name: str, vae: WanVAE, params, steps: int, lr: float, recipe: VAE
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, steps, lr, recipe.warmup)
             x = training_batch(recipe, step, stream)
-            loss, mse = vae_loss(vae, x, recipe)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss, mse = vae_loss(vae, x, recipe)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
