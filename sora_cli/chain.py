@@ -101,13 +101,13 @@ def run(pipe, job, context: Tensor, plan: Plan, generator: torch.Generator,
         on_step: StepFn | None = None) -> Iterator[Tensor]:
     """Yields the sequence's latent frames (1, C, 1, h, w) in order, each as soon as it is final."""
     spans = windows(plan)
-    steps = job.num_steps
     done: dict[int, Tensor] = {}  # position -> final latent frame; only what later windows or the output need
     if plan.head is not None:
         done.update({p: plan.head[:, :, p:p + 1] for p in range(plan.head_len)})
     if plan.tail is not None:
         done.update({plan.length - plan.tail_len + j: plan.tail[:, :, j:j + 1] for j in range(plan.tail_len)})
     reference, cursor = None, 0
+    made = 0  # sampler steps run so far: a window drawn in two passes (pipe.denoise) runs twice its steps
     for w, (s, e) in enumerate(spans):
         noise = pipe.draw_noise(job, generator, e - s)  # (1, C, e - s, h, w), drawn even for a skipped window
         base = plan.source[:, :, s:e] if plan.source is not None else torch.zeros_like(noise)
@@ -118,9 +118,16 @@ def run(pipe, job, context: Tensor, plan: Plan, generator: torch.Generator,
                 known = known.with_frames(p - s, done[p])
         new = [p - s for p in range(s + opening, e) if p not in done]
         if new:
-            report = (lambda i, n, w=w: on_step(w * steps + i, len(spans) * steps)) if on_step else None
+            ran = [0]
+
+            def report(i: int, n: int, left: int = len(spans) - w) -> None:
+                ran[0] = i
+                if on_step:  # the total assumes the windows left run as many steps as this one
+                    on_step(made + i, made + n * left)
+
             strength = plan.strength if plan.source is not None else 1.0
             latents = pipe.denoise(job, context, noise, known, strength, report)  # (1, C, e - s, h, w)
+            made += ran[0]
             if plan.anchor and e - s > 1:
                 if reference is None:
                     # without the window's first frame: a lone video frame's latent (or an opening frame that is

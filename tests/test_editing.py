@@ -200,6 +200,20 @@ def test_long_video_chains_windows_on_latents(pipe, monkeypatch):
     assert np.array_equal(frames[:17], short), "the first window is the plain video; decoding is one stream"
 
 
+def test_denoise_progress_ends_full_over_windows_and_passes(pipe):
+    """The bar counts every sampler step: a first window drawn in two passes runs twice its steps, the later
+    windows (their first frames known) once; it only moves forwards and ends at its total."""
+    reports = []
+    render = editing.generate(pipe, PROMPT, seed=4, num_frames=49, passes=2,
+                              on_progress=lambda stage, done, total: reports.append((done, total)) if stage == "denoise"
+                              else None, **FAST)
+    frames_of(render)
+    done = [d for d, _ in reports]
+    windows, steps = render.metadata["windows"], FAST["num_steps"]
+    assert done == sorted(done) and reports[-1] == ((windows + 1) * steps,) * 2
+    assert all(d <= t for d, t in reports)
+
+
 def test_extend_keeps_the_clip_and_adds_frames(pipe):
     clip = Clip(moving_square(9), 8.0, "in.mp4")
     forward = frames_of(editing.extend(pipe, clip, 2.0, PROMPT, seed=1, **FAST))
