@@ -118,16 +118,17 @@ def run(pipe, job, context: Tensor, plan: Plan, generator: torch.Generator,
                 known = known.with_frames(p - s, done[p])
         new = [p - s for p in range(s + opening, e) if p not in done]
         if new:
-            ran = [0]
+            ran = 0
 
-            def report(i: int, n: int, left: int = len(spans) - w) -> None:
-                ran[0] = i
+            def report(i: int, n: int) -> None:
+                nonlocal ran
+                ran = i
                 if on_step:  # the total assumes the windows left run as many steps as this one
-                    on_step(made + i, made + n * left)
+                    on_step(made + i, made + n * (len(spans) - w))
 
             strength = plan.strength if plan.source is not None else 1.0
             latents = pipe.denoise(job, context, noise, known, strength, report)  # (1, C, e - s, h, w)
-            made += ran[0]
+            made += ran
             if plan.anchor and e - s > 1:
                 if reference is None:
                     # without the window's first frame: a lone video frame's latent (or an opening frame that is

@@ -204,9 +204,12 @@ def test_denoise_progress_ends_full_over_windows_and_passes(pipe):
     """The bar counts every sampler step: a first window drawn in two passes runs twice its steps, the later
     windows (their first frames known) once; it only moves forwards and ends at its total."""
     reports = []
-    render = editing.generate(pipe, PROMPT, seed=4, num_frames=49, passes=2,
-                              on_progress=lambda stage, done, total: reports.append((done, total)) if stage == "denoise"
-                              else None, **FAST)
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        if stage == "denoise":
+            reports.append((done, total))
+
+    render = editing.generate(pipe, PROMPT, seed=4, num_frames=49, passes=2, on_progress=on_progress, **FAST)
     frames_of(render)
     done = [d for d, _ in reports]
     windows, steps = render.metadata["windows"], FAST["num_steps"]
