@@ -7,7 +7,9 @@ object can be tracked with `sora_cli.judge.centroids`. "Change" between two fram
 difference. Targets:
 - extension (forwards and backwards): the centroid velocity over the 8 frames after the join is within 25% of
   the velocity over the 8 frames before it (|v_after - v_before| <= 0.25 |v_before|), and the change across the
-  join is at most 1.5x the median change between consecutive frames of the result;
+  join is at most 1.5x the median change between consecutive frames of the result. Printed beside them, the
+  same figures for a model that made exactly the world's own frames (the clip's true continuation or past,
+  encoded and decoded by the VAE, next to the input's frames as read): the best the VAE lets any model score;
 - loop (`sora loop` and `generate --loop`): the change from the last frame back to the first is at most 1.5x the
   median change (the largest change inside the transition is printed too);
 - image-to-video: the first frame of the written MP4 matches the image (PSNR >= 28 dB); also printed: the
@@ -122,7 +124,8 @@ def main() -> None:
     pipe = Pipeline.from_pretrained(args.model)
     fps, size = pipe.defaults.fps, (pipe.defaults.width, pipe.defaults.height)
     settings = dict(num_steps=args.steps)
-    rows: dict[str, list[dict]] = {k: [] for k in ("extend", "extend_backward", "loop", "generate_loop", "image")}
+    rows: dict[str, list[dict]] = {k: [] for k in ("extend", "extend_backward", "loop", "generate_loop", "image",
+                                                    "extend_true", "extend_backward_true")}
     for i in range(args.scenes):
         rng = np.random.default_rng([args.seed, i])
         scene = straight_scene(rng)
@@ -137,6 +140,9 @@ def main() -> None:
         clip_late = Clip(full[16:], fps, "clip")  # its past is frames 0..15 of the same motion
         out = np.concatenate(list(editing.extend(pipe, clip_late, 2.0, text, backward=True, **kw).chunks))
         rows["extend_backward"].append(join_figures(out, len(out) - 17, fps))
+        true = pipe.decode(pipe.encode(full))  # the true frames through the VAE: what a perfect model would give
+        rows["extend_true"].append(join_figures(np.concatenate([full[:17], true[17:]]), 17, fps))
+        rows["extend_backward_true"].append(join_figures(np.concatenate([true[:16], full[16:]]), 16, fps))
 
         render = editing.loop(pipe, clip, prompt=text, **kw)
         period = np.concatenate(list(render.chunks))
