@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from sora_cli import Pipeline, judge, world
 from sora_cli.loading import resolve_model
 from sora_cli.models.transformer import TransformerConfig, WanTransformer
-from sora_cli.train.common import Ema
+from sora_cli.train.common import Ema, descend
 from sora_cli.train.dit import TINY_DIT, dit_loss
 
 from probe_word_use import caption
@@ -78,12 +78,9 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> WanTransformer:
         with torch.autocast(device.type, dtype=torch.bfloat16):
             loss = dit_loss(model, latents[idx.to(device)], context, sigma.to(device),
                             torch.zeros(args.batch, 1, dtype=torch.bool, device=device), noise.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        value = descend(loss, optimizer)
         ema.update(model, step)
-        smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
+        smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
         step += 1
         if step % 500 == 0:
             print(f"step {step}: {(time.time() - started) / step:.3f} s a step, loss {smooth:.4f}", flush=True)

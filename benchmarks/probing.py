@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from sora_cli import Pipeline
 from sora_cli.loading import resolve_model
 from sora_cli.models.transformer import WanTransformer
-from sora_cli.train.common import ema_weights
+from sora_cli.train.common import descend, ema_weights
 
 
 def probe_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -56,12 +56,9 @@ def drill(pipe: Pipeline, args: argparse.Namespace, loss_at: Callable[[torch.Gen
     for step in range(1, args.steps + 1):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = loss_at(torch.Generator().manual_seed(step))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        value = descend(loss, optimizer)
         if step % args.every == 0:
-            print(f"  {(time.perf_counter() - started) / step:.2f} s a step, loss {loss.item():.4f}", flush=True)
+            print(f"  {(time.perf_counter() - started) / step:.2f} s a step, loss {value:.4f}", flush=True)
             report(step)
     if args.save:
         shutil.copytree(resolve_model(args.model), args.save)

@@ -58,6 +58,15 @@ class Ema:
             self.shadow[k].lerp_(v.float(), 1 - d)
 
 
+def descend(loss: Tensor, optimizer: torch.optim.Optimizer) -> float:
+    """One optimiser step down `loss`, its gradients clipped to norm 1 as in every recipe here; the loss's value."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], 1.0)
+    optimizer.step()
+    return loss.item()
+
+
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     """Linear warm-up, then cosine decay to a tenth of the peak."""
     if step < warmup:

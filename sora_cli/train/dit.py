@@ -36,7 +36,7 @@ from ..models.transformer import TransformerConfig, WanTransformer, frame_timest
 from ..models.vae import VAEConfig, WanVAE
 from ..sampling import SamplerConfig, frame_noise
 from . import start_motion
-from .common import (Ema, load_checkpoint, lr_at, progress_bar, recipe_record, save_checkpoint, show_step, stderr,
+from .common import (Ema, descend, load_checkpoint, lr_at, progress_bar, recipe_record, save_checkpoint, show_step, stderr,
                      step_generator, step_rng, to_model_range)
 
 # Patches of 4x4 latents (16x16 pixels) keep the sequence short enough to train on a CPU.
@@ -271,12 +271,9 @@ def train_dit(out: Path, work: Path, recipe: DiTRecipe, resume: bool, command: s
                     loss = start_known_loss(step, *drill_batch(step))
                 else:
                     loss = recipe_loss(step) + start_known_loss(step, *mover_batch(step))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            value = descend(loss, optimizer)
             ema.update(model, step)
-            smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
+            smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
             show_step(bar, task, step + 1, r.total_steps, f"{stage} loss {smooth:.4f}")
             if (step + 1) % r.checkpoint_every == 0 or step + 1 == r.total_steps:
                 save_checkpoint(ckpt, model, optimizer, ema, step + 1, dict(elapsed=time.time() - started))

@@ -25,8 +25,8 @@ from safetensors.torch import save_file
 
 from .. import world
 from ..models.vae import VAEConfig, WanVAE
-from .common import (Ema, load_checkpoint, lr_at, progress_bar, psnr, recipe_record, save_checkpoint, show_step,
-                     stderr, step_rng, to_model_range)
+from .common import (Ema, descend, load_checkpoint, lr_at, progress_bar, psnr, recipe_record, save_checkpoint,
+                     show_step, stderr, step_rng, to_model_range)
 
 TINY_VAE = dict(base_dim=16, z_dim=16, dim_mult=(1, 2, 2), num_res_blocks=1, temperal_downsample=(True, True))
 
@@ -156,10 +156,7 @@ def run_phase(name: str, vae: WanVAE, params, steps: int, lr: float, recipe: VAE
             x = training_batch(recipe, step, stream)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss, mse = vae_loss(vae, x, recipe)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
+            descend(loss, optimizer)
             ema.update(vae, step)
             show_step(bar, task, step + 1, steps, f"psnr {10 * np.log10(4 / max(mse, 1e-12)):.1f} dB")
             if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == steps:
