@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from sora_cli import Pipeline, judge, world
 from sora_cli.loading import resolve_model
@@ -34,6 +32,7 @@ from sora_cli.train.common import Ema, descend
 from sora_cli.train.dit import TINY_DIT, dit_loss
 
 from probe_word_use import caption
+from probing import write_model_folder
 
 IMAGES = 4096
 
@@ -67,16 +66,16 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> WanTransformer:
     gen = torch.Generator().manual_seed(0)  # every draw on the CPU, as the recipe's
     started, step, smooth = time.time(), 0, None
     while time.time() - started < args.minutes * 60:
-        idx = torch.randint(IMAGES, (args.batch,), generator=gen)
+        idx = torch.randint(IMAGES, (args.batch,), generator=gen).to(device)
         drop = torch.rand(args.batch, generator=gen) < 0.1
         u = torch.rand(args.batch, generator=gen)
         sigma = 3 * u / (1 + 2 * u)
         noise = torch.randn((args.batch, *latents.shape[1:]), generator=gen)
-        context = torch.where(drop.to(device)[:, None, None], empty, texts[idx.to(device)])
+        context = torch.where(drop.to(device)[:, None, None], empty, texts[idx])
         for group in optimizer.param_groups:
             group["lr"] = 5e-4 * min(1.0, (step + 1) / 200)
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = dit_loss(model, latents[idx.to(device)], context, sigma.to(device),
+            loss = dit_loss(model, latents[idx], context, sigma.to(device),
                             torch.zeros(args.batch, 1, dtype=torch.bool, device=device), noise.to(device))
         value = descend(loss, optimizer)
         ema.update(model, step)
@@ -107,12 +106,7 @@ def main() -> None:
 
     pipe = Pipeline.from_pretrained(args.model if args.judge_only else None, device="cpu")
     if not args.judge_only:
-        model = train(pipe, args)
-        shutil.copytree(resolve_model(None), args.out)
-        (Path(args.out) / "transformer" / "recipe.json").unlink(missing_ok=True)  # not what made these weights
-        (Path(args.out) / "transformer" / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2))
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                  str(Path(args.out) / "transformer" / "diffusion_pytorch_model.safetensors"))
+        write_model_folder(train(pipe, args), resolve_model(None), Path(args.out))
         pipe = Pipeline.from_pretrained(args.out, device="cpu")
 
     hits: dict[str, list[bool]] = {"color": [], "shape": [], "background": []}

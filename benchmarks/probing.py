@@ -5,6 +5,7 @@ alone (`learn_start_motion.py`, `learn_shape.py`)."""
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from pathlib import Path
@@ -61,10 +62,16 @@ def drill(pipe: Pipeline, args: argparse.Namespace, loss_at: Callable[[torch.Gen
             print(f"  {(time.perf_counter() - started) / step:.2f} s a step, loss {value:.4f}", flush=True)
             report(step)
     if args.save:
-        shutil.copytree(resolve_model(args.model), args.save)
-        (Path(args.save) / "transformer" / "recipe.json").unlink(missing_ok=True)  # it no longer made these weights
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-                  str(Path(args.save) / "transformer" / "diffusion_pytorch_model.safetensors"))
+        write_model_folder(model, resolve_model(args.model), Path(args.save))
+
+
+def write_model_folder(model: WanTransformer, source: Path, dest: Path) -> None:
+    """`source`'s model folder at `dest` with `model` as its transformer."""
+    shutil.copytree(source, dest)
+    (dest / "transformer" / "recipe.json").unlink(missing_ok=True)  # it no longer made these weights
+    (dest / "transformer" / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+              str(dest / "transformer" / "diffusion_pytorch_model.safetensors"))
 
 
 def drilled_pipeline(parser: argparse.ArgumentParser) -> tuple[Pipeline, argparse.Namespace]:

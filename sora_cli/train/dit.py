@@ -36,8 +36,8 @@ from ..models.transformer import TransformerConfig, WanTransformer, frame_timest
 from ..models.vae import VAEConfig, WanVAE
 from ..sampling import SamplerConfig, frame_noise
 from . import start_motion
-from .common import (Ema, descend, load_checkpoint, lr_at, progress_bar, recipe_record, save_checkpoint, show_step, stderr,
-                     step_generator, step_rng, to_model_range)
+from .common import (Ema, descend, load_checkpoint, lr_at, progress_bar, recipe_record, save_checkpoint, show_step,
+                     stderr, step_generator, step_rng, to_model_range)
 
 # Patches of 4x4 latents (16x16 pixels) keep the sequence short enough to train on a CPU.
 TINY_DIT = dict(patch_size=(1, 4, 4), num_attention_heads=4, attention_head_dim=64, in_channels=16,
