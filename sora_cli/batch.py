@@ -16,6 +16,10 @@ as `auto_batch_size` finds worth it for the item's size.
 Under torchrun, rank 0 reads the manifest and hands out the list of items left to do, cut into those groups; rank
 r renders the groups at positions r, r + world, r + 2 world, ... of that list. Seeds, names and groups come from
 the file and the manifest alone, so the outputs do not depend on the number of ranks.
+
+One batch at a time renders into a folder: a run holds an flock on `DIR/.sora-batch.lock` from before it reads the
+manifest until it has merged it, and a second run started meanwhile stops at once with BusyError, having rendered
+nothing; run again later, it renders what is left.
 """
 
 from __future__ import annotations
@@ -23,15 +27,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import manifest
+from . import files, manifest
 from .batch_file import Editing, Item
 from .distributed import Group
-from .errors import OptionError
+from .errors import BusyError, OptionError, OutputError
+from .options import check_number
 from .request import EXTEND_SECONDS
 
 ProgressFn = Callable[[str, int, int], None]
@@ -41,6 +47,7 @@ SizeFn = Callable[[Item], int]  # how many items of the item's kind are denoised
 # --batch-size auto: at most this many items a group, and this many transformer tokens (all its clips together).
 AUTO_ITEMS = 8
 AUTO_TOKENS = 4096
+LOCK = ".sora-batch.lock"  # in the output folder while a batch renders into it; holds the batch's pid
 
 
 @dataclass
@@ -94,30 +101,69 @@ def run(items: list[Item], out_dir: Path, group: Group, load_pipeline: Callable[
     """Render this rank's share of the items that are not done; every rank returns the totals of all ranks.
     Up to `batch_size` consecutive text-to-video items with the same settings are denoised as one batch."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rank, world = group.ranks.rank, group.ranks.world
-    todo = group.broadcast(plan(items, out_dir, force) if rank == 0 else None)
-    # Ranks share out whole groups, so a group, and so its arithmetic, is the same on any number of ranks.
-    mine = [[items[i] for i in unit] for unit in groups(items, todo, batch_size)[rank::world]]
-    journal = out_dir / manifest.MANIFEST if world == 1 else manifest.part_path(out_dir, rank)
-    rendered, failed = render(mine, out_dir, journal, load_pipeline, on_record, on_progress)
-    # Adding up the counts is also the meeting at the end: after it no rank writes, and rank 0 can merge.
-    rendered, failed = group.total([rendered, failed])
-    if rank == 0:
-        manifest.merge_parts(out_dir)
+    with _own(out_dir, group):
+        todo = group.broadcast(plan(items, out_dir, force) if rank == 0 else None)
+        # Ranks share out whole groups, so a group, and so its arithmetic, is the same on any number of ranks.
+        mine = [[items[i] for i in unit] for unit in groups(items, todo, batch_size)[rank::world]]
+        journal = out_dir / manifest.MANIFEST if world == 1 else manifest.part_path(out_dir, rank)
+        rendered, failed = render(mine, out_dir, journal, load_pipeline, on_record, on_progress)
+        # Adding up the counts is also the meeting at the end: after it no rank writes, and rank 0 can merge.
+        rendered, failed = group.total([rendered, failed])
+        if rank == 0:
+            manifest.merge_parts(out_dir)
     return Summary(rendered, failed, len(items) - len(todo))
 
 
+@contextmanager
+def _own(out_dir: Path, group: Group) -> Iterator[None]:
+    """Hold the folder's batch lock for the whole run: two batches in one folder would each render every item
+    and record it twice. Rank 0 holds it for all the ranks of its job and tells them whether it got it; if not,
+    every rank stops before anything is rendered. A folder this run created is removed again if the run fails
+    leaving nothing in it (a model that would not load)."""
+    lock, fd, refusal, created = out_dir / LOCK, None, None, False
+    if group.ranks.rank == 0:
+        created = not out_dir.exists()
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            fd = files.take(lock)
+        except files.Held as held:
+            refusal = _in_use(out_dir, held.pid)
+        except OSError as e:  # told to every rank, which would otherwise wait for rank 0 for good
+            refusal = OutputError(f"could not write {out_dir}: {files.reason(e)}")
+    refusal = group.broadcast(refusal)
+    if refusal:
+        raise refusal
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if fd is not None and created and [p.name for p in out_dir.iterdir()] == [LOCK]:
+            files.unlock(fd, lock)
+            fd = None
+            with suppress(OSError):  # something arrived meanwhile: it is not ours to remove
+                out_dir.rmdir()
+        raise
+    finally:
+        if fd is not None:
+            files.unlock(fd, lock)
+
+
+def _in_use(out_dir: Path, pid: int | None) -> BusyError:
+    holder = f" (pid {pid})" if pid else ""
+    return BusyError(f"{out_dir} is in use by another sora batch{holder}; nothing was rendered — run this again when "
+                     "it has finished to render what is left")
+
+
 def parse_batch_size(text: str) -> int | None:
-    """--batch-size: a count of 1 or more, or auto (None)."""
+    """--batch-size: a count (options.LIMITS), or auto (None)."""
     if text.strip().lower() == "auto":
         return None
     try:
         size = int(text)
     except ValueError:
-        size = 0
-    if size < 1:
-        raise OptionError(f"--batch-size {text} is not allowed; use auto or a count of 1 or more")
+        size = text  # named as typed in the message
+    check_number("--batch-size", size)
     return size
 
 

@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from .errors import OptionError
 from .naming import safe_join, slugify
+from .options import check_number, check_text
 from .request import STRENGTH, Settings, check_editing, parse_settings
 
 SETTING_FIELDS = ("negative", "seed", "size", "aspect", "resolution", "frames", "seconds", "fps", "steps",
@@ -153,7 +154,9 @@ def _read_text(file: str) -> tuple[str, str, Path]:
 
 def _json_fields(raw: str) -> dict:
     try:
-        fields = json.loads(raw)
+        fields = json.loads(raw, parse_constant=_not_a_number)
+    except LineError:
+        raise
     except ValueError as e:
         raise LineError(f"not valid JSON ({e})") from None
     if not isinstance(fields, dict):
@@ -170,6 +173,11 @@ def _json_fields(raw: str) -> dict:
     return fields
 
 
+def _not_a_number(name: str):
+    # Python's json reads NaN and Infinity, which JSON itself does not have; no setting takes them.
+    raise LineError(f"{name} is not a number; give a finite number")
+
+
 def _items(line: int, fields: dict, defaults: dict, repeat: int, out_dir: Path, base: Path) -> list[Item]:
     mode = fields.get("mode", "generate")
     if mode not in MODES:
@@ -180,8 +188,11 @@ def _items(line: int, fields: dict, defaults: dict, repeat: int, out_dir: Path, 
         raise LineError(f"mode '{mode}' does not take {', '.join(map(repr, foreign))}; it takes: "
                         f"{', '.join(MODE_FIELDS[mode])}")
     prompt = fields.get("prompt", "").strip()
+    check_text("the prompt", prompt)
+    if "prompt" in fields and not prompt:  # as on the command line: to keep an input's own prompt, give none
+        raise LineError("the prompt is empty")
     if not prompt and mode in _NEEDS_PROMPT:
-        raise LineError("the prompt is empty" if "prompt" in fields else "'prompt' is missing")
+        raise LineError("'prompt' is missing")
     # An editing mode's `seconds` is its own option, not the video's length (see the module's docstring).
     taken = [k for k in SETTING_FIELDS if k in MODE_FIELDS[mode] and (mode == "generate" or k != "seconds")]
     own_options = [f.name for f in dataclasses.fields(Editing) if f.name in fields and f.name not in taken]
@@ -195,8 +206,7 @@ def _items(line: int, fields: dict, defaults: dict, repeat: int, out_dir: Path, 
         merged["resolution"] = str(merged["resolution"])
     settings = parse_settings(**merged)
     repeat = fields.get("repeat", repeat)
-    if repeat < 1:
-        raise LineError(f"'repeat' {repeat} is not allowed; use 1 or more")
+    check_number("--repeat", repeat)
     first = line_seed(line, prompt) if settings.seed is None else settings.seed
     if first + repeat - 1 >= 2**63:
         raise LineError(f"seed {first} + {repeat} repeats goes past 2^63-1")

@@ -133,8 +133,11 @@ def _run(operation: str, inputs: list[Path], prompt: Optional[str], c: dict, mak
     write what `make(pipe, clips, kwargs)` renders."""
     from .cli import render_to_file
     from .clips import read
+    from .options import check_text
     from .request import parse_settings
 
+    # Blank is refused rather than read as "no prompt": leaving --prompt out is how to keep the stored one.
+    check_text("--prompt", prompt, blank_ok=False)
     settings = parse_settings(size=c["size"], steps=c["steps"], guidance=c["guidance"], shift=c["shift"],
                               sampler=c["sampler"], seed=c["seed"], negative=c["negative"])
     sources = [read(path) for path in inputs]  # an unreadable input stops here, before any model is loaded

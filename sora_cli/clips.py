@@ -76,6 +76,7 @@ def _reading(path: Path):
         raise OptionError(f"cannot read {path}: no such file") from None
     except (ValueError, OSError) as e:
         reason = str(e).splitlines()[-1] if str(e) else type(e).__name__
+        reason = reason.split(f"{path}: ", 1)[-1]  # the video reader names the file too: once is enough
         raise OptionError(f"cannot read {path}: {reason}") from None
 
 

@@ -7,12 +7,25 @@ counts. A single process (no torchrun, or WORLD_SIZE=1) never creates a process 
 The group always uses gloo, on the CPU, also when the models run on GPUs: it carries a list of item numbers and
 two counts, and gloo carries those on any machine without touching GPU memory, so the path tested here on CPU
 (two gloo ranks) is the one that runs on a cluster. NCCL would add nothing for a few bytes but a watchdog.
+
+A rank that computes on the CPU uses as many threads as a single process would. torchrun sets OMP_NUM_THREADS=1
+for its workers when it was not set, and the CPU math is not the same on one thread as on several: MKL picks its
+matrix-product kernel by thread count (for an inner dimension of 3, in a tiny VAE's 1x1 convolutions, the results
+differ in the last bit), a decoded pixel can then round one level the other way, and x264 encodes that frame
+differently, several levels apart. So `Ranks.from_env`, which runs before torch is imported, takes torchrun's own
+OMP_NUM_THREADS=1 back out, and torch starts with its default thread count, as a single process does; it also sets
+OMP_WAIT_POLICY=PASSIVE (unless set), because the ranks on one machine now have more threads than it has cores, and
+OpenMP threads that spin while they wait would take the cores from the others' (measured: 2 CPU ranks of 2 threads
+on 2 cores, 7 times slower spinning, 1.1 times passive, than torchrun's 1 thread each). `Ranks.device` puts a rank
+that computes on a GPU back on one CPU thread, as torchrun meant. An OMP_NUM_THREADS the user set, 1 included, is
+left alone, as are ranks started by another launcher.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from .errors import OptionError
@@ -27,6 +40,8 @@ class Ranks:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    # torchrun's OMP_NUM_THREADS=1 was taken back out: torch runs on its default thread count until `device`.
+    default_threads: bool = field(default=False, compare=False)
 
     @classmethod
     def from_env(cls) -> "Ranks":
@@ -38,15 +53,41 @@ class Ranks:
         ranks = cls(values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"])
         if not 0 <= ranks.rank < ranks.world:
             raise OptionError(f"RANK {ranks.rank} is outside WORLD_SIZE {ranks.world}")
+        if ranks.world > 1 and _undo_torchrun_threads():
+            ranks = cls(ranks.rank, ranks.world, ranks.local_rank, default_threads=True)
         return ranks
 
     def device(self, requested: str | None) -> str | None:
-        """One GPU per rank on each machine: plain `cuda` (or no choice, with CUDA present) is cuda:LOCAL_RANK."""
+        """One GPU per rank on each machine: plain `cuda` (or no choice, with CUDA present) is cuda:LOCAL_RANK.
+        A rank that computes on the CPU keeps a single process's thread count; on a GPU, one thread (torchrun's)."""
         import torch
 
         if requested in (None, "cuda") and torch.cuda.is_available():
-            return f"cuda:{self.local_rank}"
+            requested = f"cuda:{self.local_rank}"
+        on_cpu = requested == "cpu" or requested is None and not torch.backends.mps.is_available()
+        if self.default_threads and not on_cpu:
+            torch.set_num_threads(1)
         return requested
+
+
+def _undo_torchrun_threads() -> bool:
+    """In a torchrun worker whose OMP_NUM_THREADS=1 torchrun set (it does when the environment it was started in
+    had none), remove it and let OpenMP wait passively; whether it did. Too late, and so not done, once torch is
+    imported: OpenMP reads its settings when torch loads it. Linux only: torchrun's own setting is told from the
+    user's by the environment the torchrun process started with (/proc/PPID/environ), which its later changes to
+    os.environ do not alter."""
+    if os.environ.get("OMP_NUM_THREADS") != "1" or "TORCHELASTIC_RUN_ID" not in os.environ or "torch" in sys.modules:
+        return False
+    try:
+        with open(f"/proc/{os.getppid()}/environ", "rb") as f:
+            launcher = f.read().split(b"\0")
+    except OSError:
+        return False
+    if any(v.startswith(b"OMP_NUM_THREADS=") for v in launcher):
+        return False  # the user's choice, passed on by torchrun
+    del os.environ["OMP_NUM_THREADS"]
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return True
 
 
 class Group:

@@ -47,11 +47,12 @@ class Render:
     seed: int
     metadata: dict
 
-    def write(self, path: Path, overwrite: bool = False) -> Path:
-        """Encode the frames as they are made; if making them fails, no file is left behind."""
+    def write(self, path: Path, overwrite: bool = False, sidecars: dict[Path, dict] | None = None) -> Path:
+        """Encode the frames as they are made; if making them fails, no file is left behind. `sidecars` (JSON
+        files beside the video) appear with it or not at all."""
         from .video import Mp4Writer
 
-        with Mp4Writer(path, self.fps, self.metadata, overwrite) as out:
+        with Mp4Writer(path, self.fps, self.metadata, overwrite, sidecars=sidecars) as out:
             for chunk in self.chunks:
                 out.write(chunk)
         return Path(path)

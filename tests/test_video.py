@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from sora_cli import files, video
+from sora_cli.errors import OutputError
 from sora_cli.naming import default_filename, safe_join, slugify
 from sora_cli.files import write_json_atomic
 from sora_cli.video import probe, read_image, read_metadata, read_video, write_mp4
@@ -177,12 +178,15 @@ def test_streaming_writer_leaves_nothing_when_stopped(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
-def test_ffmpeg_failure_raises_with_its_message_and_leaves_nothing(
+def test_ffmpeg_failure_raises_its_first_message_in_one_line_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(video, "_X264_ARGS", ["-c:v", "no_such_encoder"])
-    with pytest.raises(RuntimeError, match="no_such_encoder"):
-        write_mp4(gradient_clip(t=2), tmp_path / "out.mp4", fps=16)
+    path = tmp_path / "out.mp4"
+    with pytest.raises(OutputError) as err:
+        write_mp4(gradient_clip(t=2), path, fps=16)
+    # ffmpeg logs four lines; the first is the cause, the others its consequences
+    assert str(err.value) == f"could not write {path}: unknown encoder 'no_such_encoder'"
     assert leftovers(tmp_path) == []
 
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..errors import ModelError
 from ..loading import load_state_dict, read_json
+from . import checks
 
 
 @dataclass
@@ -35,7 +36,16 @@ class BertConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "BertConfig":
-        cfg = cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
+        checks.mapping(d, "BERT")
+        kwargs = {k: v for k, v in d.items() if k in {f.name for f in fields(cls)}}
+        checks.whole_numbers(kwargs, "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                             "intermediate_size", "max_position_embeddings", "type_vocab_size")
+        checks.number(kwargs, "layer_norm_eps", low=0, above=True)
+        checks.string(kwargs, "hidden_act", "position_embedding_type", "model_type")
+        cfg = cls(**kwargs)
+        if cfg.hidden_size % cfg.num_attention_heads:
+            raise ValueError(f"hidden_size {cfg.hidden_size} is not a multiple of num_attention_heads "
+                             f"{cfg.num_attention_heads}")
         if cfg.hidden_act != "gelu" or cfg.position_embedding_type != "absolute":
             raise ModelError(f"BERT text encoder with hidden_act={cfg.hidden_act!r} and position_embedding_type="
                              f"{cfg.position_embedding_type!r} is not supported (only 'gelu' and 'absolute')")
@@ -127,7 +137,10 @@ class BertModel(nn.Module):
 
     @classmethod
     def load(cls, folder: Path, dtype: torch.dtype) -> "BertModel":
-        cfg = BertConfig.from_dict(read_json(folder / "config.json"))
+        try:
+            cfg = BertConfig.from_dict(read_json(folder / "config.json"))
+        except ValueError as e:
+            raise ModelError(f"{folder / 'config.json'} is not supported: {e}") from None
         with torch.device("meta"):
             model = cls(cfg)
         # The pooler (a sentence head) and the position-id buffer are not needed for token states.
@@ -145,12 +158,12 @@ class WordPieceTokenizer:
     """The checkpoint's tokenizer.json, padded and truncated to a fixed length with [CLS] ... [SEP] kept."""
 
     def __init__(self, folder: Path):
-        from tokenizers import Tokenizer
+        from .text_encoder import read_tokenizer_file
 
         path = folder / "tokenizer.json"
         if not path.is_file():
             raise ModelError(f"{path} is missing: the BERT text encoder needs its fast tokenizer file")
-        self.tokenizer = Tokenizer.from_file(str(path))
+        self.tokenizer = read_tokenizer_file(path)
 
     def count(self, text: str) -> int:
         self.tokenizer.no_truncation()

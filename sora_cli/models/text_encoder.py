@@ -17,11 +17,13 @@ import torch
 from torch import Tensor
 
 from ..errors import ModelError
+from . import checks
 
 log = logging.getLogger("sora")
 
 # Encoder classes we agree to build from a checkpoint's config; anything else is refused rather than imported.
 ENCODER_CLASSES = ("UMT5EncoderModel", "T5EncoderModel", "BertModel")
+T5_CLASSES = ("UMT5EncoderModel", "T5EncoderModel")
 
 
 def clean_prompt(text: str) -> str:
@@ -45,6 +47,45 @@ class HFTokenizer:
         return tokens["input_ids"], tokens["attention_mask"]
 
 
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(": ")
+
+
+def read_tokenizer_file(path: Path):
+    """A fast tokenizer file (tokenizer.json) as a `tokenizers.Tokenizer`, or a ModelError naming the file."""
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:
+        # The tokenizers library reports a file it cannot read or parse as a plain Exception; that is the only
+        # kind meant here, anything more specific is not about the file and goes on.
+        if type(e) is not Exception:
+            raise
+        raise ModelError(f"{path} is not a usable tokenizer file ({_first_line(e)}): download it again") from None
+
+
+def _auto_tokenizer(transformers, folder: Path):
+    """transformers' tokenizer for a folder. Its files are checked first: transformers meets a damaged one deep
+    inside, with whatever error that happens to raise."""
+    from ..loading import read_json
+
+    if not folder.is_dir() or not any(folder.iterdir()):
+        raise ModelError(f"{folder} is missing or empty: the tokenizer's files are gone (download the model again)")
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (folder / name).exists():
+            config = read_json(folder / name)
+            if not isinstance(config.get("tokenizer_class", ""), (str, type(None))):
+                raise ModelError(f"{folder / name}: \"tokenizer_class\" must be a class name")
+    if (folder / "tokenizer.json").exists():
+        read_tokenizer_file(folder / "tokenizer.json")
+    try:
+        return transformers.AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"the tokenizer in {folder} could not be loaded: {_first_line(e)} "
+                         "(download the model again)") from None
+
+
 class TextEncoder:
     def __init__(self, tokenizer, model: torch.nn.Module, max_length: int):
         self.tokenizer = tokenizer
@@ -57,9 +98,18 @@ class TextEncoder:
         if class_name not in ENCODER_CLASSES:
             raise ModelError(f"text encoder class '{class_name}' is not supported "
                              f"(supported: {', '.join(ENCODER_CLASSES)})")
-        from ..loading import weight_files
+        from ..loading import read_json, verify_weights
 
-        weight_files(encoder_dir)  # fail early, with a clear message, on missing or pickled weights
+        # Fail early, naming the file: a config.json that is missing or not a JSON object, missing or pickled
+        # weights, a damaged safetensors file. Met inside transformers, each would be a traceback.
+        config = read_json(encoder_dir / "config.json")
+        if class_name in T5_CLASSES:  # sizes transformers would build from unchecked (a 0 is only a torch warning)
+            try:
+                checks.whole_numbers(config, "vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads",
+                                     "relative_attention_num_buckets", "relative_attention_max_distance")
+            except ValueError as e:
+                raise ModelError(f"{encoder_dir / 'config.json'} is not supported: {e}") from None
+        verify_weights(encoder_dir)
         if class_name == "BertModel":  # our own: no transformers import on the embedded model's path
             from .bert import BertModel, WordPieceTokenizer
 
@@ -68,8 +118,18 @@ class TextEncoder:
 
         transformers.logging.set_verbosity_error()  # our own bars report loading; theirs would interleave
         transformers.logging.disable_progress_bar()
-        tokenizer = HFTokenizer(transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir)))
-        model = getattr(transformers, class_name).from_pretrained(str(encoder_dir), dtype=dtype, use_safetensors=True)
+        tokenizer = HFTokenizer(_auto_tokenizer(transformers, tokenizer_dir))
+        try:
+            model = getattr(transformers, class_name).from_pretrained(str(encoder_dir), dtype=dtype,
+                                                                      use_safetensors=True)
+        except RuntimeError as e:  # transformers' size mismatch between config.json and the weights
+            detail = _first_line(e)
+            if "ignore_mismatched_sizes" in detail:  # its report of which sizes differ is logged, and silenced
+                detail = "the weights' shapes differ from it"
+            raise ModelError(f"{encoder_dir} does not match its config.json: {detail}") from None
+        except (OSError, ValueError) as e:
+            raise ModelError(f"the text encoder in {encoder_dir} could not be loaded: {_first_line(e)} "
+                             "(download the model again)") from None
         return cls(tokenizer, _LastHidden(model.eval().requires_grad_(False)), max_length)
 
     @property

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from . import checks
+
 # Parameter-name fragments the reference keeps in float32 when the rest is cast to bf16/fp16.
 FP32_PARAM_PATTERNS = ("time_embedder", "scale_shift_table", "norm1", "norm2", "norm3")
 
@@ -60,9 +62,21 @@ class TransformerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TransformerConfig":
-        """Build from a config.json dict; `_`-prefixed and unknown keys are ignored."""
+        """Build from a config.json dict; `_`-prefixed and unknown keys are ignored. A value the network cannot be
+        built from (a zero size, a string for a count) is a ValueError naming its key."""
+        checks.mapping(d, "transformer")
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known and not k.startswith("_")}
+        checks.whole_list(kwargs, "patch_size", length=3)
+        checks.whole_numbers(kwargs, "num_attention_heads", "attention_head_dim", "in_channels", "text_dim",
+                             "freq_dim", "ffn_dim", "num_layers", "rope_max_seq_len")
+        checks.whole_numbers(kwargs, "out_channels", "image_dim", "added_kv_proj_dim", "pos_embed_seq_len",
+                             nullable=True)
+        checks.boolean(kwargs, "cross_attn_norm")
+        checks.string(kwargs, "qk_norm", nullable=True)
+        checks.number(kwargs, "eps", low=0, above=True)
+        if kwargs.get("freq_dim", cls.freq_dim) % 2:
+            raise ValueError(f"freq_dim must be even (a cosine and a sine half), got {kwargs['freq_dim']}")
         if "patch_size" in kwargs:
             kwargs["patch_size"] = tuple(kwargs["patch_size"])
         if "out_channels" in kwargs and kwargs["out_channels"] is None:  # diffusers: None means in_channels
@@ -277,7 +291,8 @@ class ConditionEmbedder(nn.Module):
         return temb, self.time_proj(F.silu(temb)).unflatten(1, (6, -1))  # (U, 6, D)
 
 
-def _check_supported(cfg: TransformerConfig) -> None:
+def check_supported(cfg: TransformerConfig) -> None:
+    """ValueError for a config this network does not implement (WanTransformer checks it too, when built)."""
     if cfg.image_dim is not None or cfg.added_kv_proj_dim is not None or cfg.pos_embed_seq_len is not None:
         raise ValueError(
             "this checkpoint is an image-to-video Wan model (image_dim / added_kv_proj_dim / pos_embed_seq_len "
@@ -292,7 +307,7 @@ def _check_supported(cfg: TransformerConfig) -> None:
 class WanTransformer(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
-        _check_supported(config)
+        check_supported(config)
         self.config = config
         dim, patch = config.dim, tuple(config.patch_size)
         self.out_channels = config.out_channels or config.in_channels

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from . import checks
+
 # Per-channel statistics of Wan 2.1 latents: encode maps latents to roughly unit scale with them.
 WAN21_LATENTS_MEAN = (
     -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -71,12 +73,24 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> VAEConfig:
+        """Build from a config.json dict; unknown keys are ignored. A value the network cannot be built from (a
+        zero size, a string for a list) is a ValueError naming its key."""
+        checks.mapping(d, "VAE")
         for key, allowed in _WAN21_ONLY.items():
             if d.get(key, allowed[0]) not in allowed:
                 raise ValueError(f"VAE config has {key}={d[key]!r}: this looks like the Wan 2.2 VAE, which is "
                                  "not supported (only the Wan 2.1 VAE is)")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        kwargs = {k: v for k, v in d.items() if k in known}
+        checks.whole_numbers(kwargs, "base_dim", "z_dim", "num_res_blocks")
+        checks.whole_numbers(kwargs, "decoder_base_dim", nullable=True)
+        checks.whole_list(kwargs, "dim_mult")
+        checks.number_list(kwargs, "attn_scales")
+        checks.bool_list(kwargs, "temperal_downsample")
+        checks.number(kwargs, "dropout", low=0, high=1)
+        checks.number_list(kwargs, "latents_mean")
+        checks.number_list(kwargs, "latents_std", positive=True)
+        return cls(**kwargs)
 
     def to_dict(self) -> dict:
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
