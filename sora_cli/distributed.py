@@ -8,21 +8,24 @@ The group always uses gloo, on the CPU, also when the models run on GPUs: it car
 two counts, and gloo carries those on any machine without touching GPU memory, so the path tested here on CPU
 (two gloo ranks) is the one that runs on a cluster. NCCL would add nothing for a few bytes but a watchdog.
 
-A rank that computes on the CPU uses as many threads as a single process would. torchrun sets OMP_NUM_THREADS=1
-for its workers when it was not set, and the CPU math is not the same on one thread as on several: MKL picks its
-matrix-product kernel by thread count (for an inner dimension of 3, in a tiny VAE's 1x1 convolutions, the results
-differ in the last bit), a decoded pixel can then round one level the other way, and x264 encodes that frame
-differently, several levels apart. So `Ranks.from_env`, which runs before torch is imported, takes torchrun's own
-OMP_NUM_THREADS=1 back out, and torch starts with its default thread count, as a single process does; it also sets
-OMP_WAIT_POLICY=PASSIVE (unless set), because the ranks on one machine now have more threads than it has cores, and
-OpenMP threads that spin while they wait would take the cores from the others' (measured: 2 CPU ranks of 2 threads
-on 2 cores, 7 times slower spinning, 1.1 times passive, than torchrun's 1 thread each). `Ranks.device` puts a rank
-that computes on a GPU back on one CPU thread, as torchrun meant. An OMP_NUM_THREADS the user set, 1 included, is
-left alone, as are ranks started by another launcher.
+A rank that computes on the CPU uses as many threads as a single process would, because the CPU math is not the
+same on one thread as on two. Measured (torch 2.13, MKL 2024.2, 2-core AMD EPYC): MKL's float matrix product
+with 5-7 or 9-11 rows rounds differently on 2 threads than on 1; the tiny test VAE's attention has such a product
+(a 1x1 convolution from 3 channels to 9), so its decoded frames at 256x256 had 1 to 4 values in 1.8 million one
+level apart, and x264 encoded those frames differently: 5 to 8 levels apart once decoded. The transformer, the
+text encoder and all of sora-tiny gave the same bits on 1 and 2 threads. torchrun sets OMP_NUM_THREADS=1 for its
+workers when it was not set; `Ranks.from_env`, which runs before torch is imported, takes that 1 back out, so torch
+starts on its default thread count as a single process does, and sets OMP_WAIT_POLICY=PASSIVE (unless set): the
+ranks on one machine now have more threads than it has cores, and OpenMP threads that spin while they wait take
+the cores from the other ranks (2 CPU ranks of 2 threads on 2 cores, 4 sora-tiny items: 131 s spinning, 17.4 s
+passive, 17.5 s with torchrun's 1 thread each). `Ranks.device` puts a rank that computes on a GPU (or mps) back on
+one CPU thread, as torchrun meant. An OMP_NUM_THREADS the user set, 1 included, is left alone, as are ranks that
+another launcher started.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass, field
@@ -54,7 +57,7 @@ class Ranks:
         if not 0 <= ranks.rank < ranks.world:
             raise OptionError(f"RANK {ranks.rank} is outside WORLD_SIZE {ranks.world}")
         if ranks.world > 1 and _undo_torchrun_threads():
-            ranks = cls(ranks.rank, ranks.world, ranks.local_rank, default_threads=True)
+            ranks = dataclasses.replace(ranks, default_threads=True)
         return ranks
 
     def device(self, requested: str | None) -> str | None:
