@@ -141,6 +141,8 @@ def _read_text(file: str) -> tuple[str, str, Path]:
         data = stream.read() if stream is not None else sys.stdin.read().encode("utf-8")
         label, base = "<stdin>", Path.cwd()
     else:
+        if Path(file).exists() and not (Path(file).is_file() or Path(file).is_fifo()):  # a folder, /dev/zero
+            raise OptionError(f"cannot read prompt file {file}: it is not a file")
         try:
             data = Path(file).read_bytes()
         except OSError as e:

@@ -70,6 +70,8 @@ def check(path: Path) -> None:
 
 @contextmanager
 def _reading(path: Path):
+    if path.exists() and not (path.is_file() or path.is_fifo()):  # a folder, or a device such as /dev/zero
+        raise OptionError(f"cannot read {path}: it is not a file")
     try:
         yield
     except FileNotFoundError:

@@ -25,6 +25,7 @@ MAX_FRAMES = 9601  # 10 minutes at Wan's 16 fps
 MAX_LOOP_SECONDS = 3600  # `loop --duration` repeats frames already made: an hour costs only encoding
 MAX_SIDE = 4096  # 4K; the VAE alone would need tens of GB a frame beyond it
 MAX_FPS = 120  # what H.264 players and browsers play back
+MAX_PROMPT = 10_000  # characters; text encoders read 512 tokens at most, and a prompt goes into the MP4's tags
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ def check_side(label: str, value: int, high: int = MAX_SIDE, why: str = "4K") ->
 
 def check_text(what: str, text: str | None, blank_ok: bool = True) -> None:
     """Text the user gave: UTF-8 (a shell passes a prompt's bytes through undecoded, Python keeps those as lone
-    surrogates, and JSON can spell them as escapes), and, unless `blank_ok`, more than white space."""
+    surrogates, and JSON can spell them as escapes), at most MAX_PROMPT characters, and, unless `blank_ok`, more
+    than white space."""
     if text is None:
         return
     try:
@@ -95,6 +97,9 @@ def check_text(what: str, text: str | None, blank_ok: bool = True) -> None:
                           f"write it in UTF-8") from None
     if not blank_ok and not text.strip():
         raise OptionError(f"{what} is empty; say what the video shows")
+    if len(text) > MAX_PROMPT:
+        raise OptionError(f"{what} is {len(text)} characters long; at most {MAX_PROMPT} are allowed (a text "
+                          f"encoder reads 512 tokens at most)")
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -61,6 +61,9 @@ GENERATE = [
     (["--fit", "zoom"], "--fit"),
     (["--image", "missing.png"], "missing.png"),
     (["--image", "notes.txt"], "notes.txt"),
+    (["--image", "/dev/zero"], "not a file"),
+    (["--image", "."], "not a file"),
+    (["--negative", "x" * 10_001], "10001 characters"),
     (["--out", "clip.avi"], "--out"),
     (["--out", "missing-dir"], "--out"),
     (["--out", "notes.txt/x.mp4"], "notes.txt"),
@@ -108,6 +111,7 @@ LINES = [  # one bad line of a jsonl prompt file
     ('{"prompt": "x", "repeat": 0}', "--repeat 0"),
     ('{"prompt": "x", "repeat": 100000}', "--repeat 100000"),
     ('{"prompt": ""}', "prompt is empty"),
+    ('{"prompt": "' + "x " * 5001 + '"}', "characters"),
     ('{"prompt": "\\udcff"}', "byte 0xff"),
     ('{"prompt": "x", "negative": "\\udcff"}', "byte 0xff"),
     ('{"prompt": "x", "out": "../x.mp4"}', "'out'"),
@@ -160,7 +164,7 @@ def check_refused(capsys, args: list[str], needle: str, new_files, code: int = 2
     assert out == "" and new_files() == set(), "no file or folder is left behind"
 
 
-@pytest.mark.parametrize("args,needle", GENERATE, ids=[" ".join(a) for a, _ in GENERATE])
+@pytest.mark.parametrize("args,needle", GENERATE, ids=[" ".join(a)[:60] for a, _ in GENERATE])
 def test_generate_refuses(capsys, workspace, tiny_wan_dir, args, needle):
     check_refused(capsys, ["generate", "fox", "--model", str(tiny_wan_dir), "--quiet", *args], needle, workspace)
 
@@ -175,7 +179,7 @@ def test_editing_refuses(capsys, workspace, tiny_wan_dir, args, needle):
     check_refused(capsys, [*args, "--model", str(tiny_wan_dir), "--quiet"], needle, workspace)
 
 
-@pytest.mark.parametrize("line,needle", LINES, ids=[line for line, _ in LINES])
+@pytest.mark.parametrize("line,needle", LINES, ids=[line[:60] for line, _ in LINES])
 def test_batch_refuses_line(capsys, workspace, tiny_wan_dir, line, needle):
     Path("p.jsonl").write_text('{"prompt": "a good line"}\n' + line + "\n")
     check_refused(capsys, ["batch", "p.jsonl", "--out-dir", "out", "--model", str(tiny_wan_dir), "--quiet"],
@@ -191,7 +195,8 @@ def test_batch_refuses_option(capsys, workspace, tiny_wan_dir, args, needle):
 
 def test_batch_refuses_unreadable_files(capsys, workspace, tiny_wan_dir):
     Path("latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
-    for name, needle in (("missing.txt", "missing.txt"), ("latin1.txt", "not UTF-8")):
+    for name, needle in (("missing.txt", "missing.txt"), ("latin1.txt", "not UTF-8"), ("/dev/zero", "not a file"),
+                         (".", "not a file")):
         check_refused(capsys, ["batch", name, "--out-dir", "out", "--model", str(tiny_wan_dir), "--quiet"],
                       needle, lambda: workspace() - {"latin1.txt"})
 
