@@ -6,10 +6,10 @@ skip and the next append closes off.
 
 Several processes never share one file: the folder's batch lock (`batch.LOCK`) keeps a second batch out, and
 under torchrun each rank appends to its own `manifest.rank{N}.jsonl` and rank 0 merges those into
-`manifest.jsonl` at the end. O_APPEND writes from several processes only stay whole
-on a local filesystem; on the NFS or Lustre volumes that ranks on several machines share, appends from different
-machines can overwrite each other. One writer per file is safe on any filesystem. Readers take the union of all
-the files, so the records of a run killed before its merge still count, and the next run merges them.
+`manifest.jsonl` at the end. O_APPEND writes from several processes only stay whole on a local filesystem; on
+the NFS or Lustre volumes that ranks on several machines share, appends from different machines can overwrite
+each other. One writer per file is safe on any filesystem. Readers take the union of all the files, so the
+records of a run killed before its merge still count, and the next run merges them.
 """
 
 from __future__ import annotations
