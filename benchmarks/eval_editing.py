@@ -32,7 +32,8 @@ import numpy as np
 
 from sora_cli import Pipeline, captions, editing, judge, world
 from sora_cli.clips import Clip
-from sora_cli.video import read_video, write_mp4
+from sora_cli.mp4 import write_mp4
+from sora_cli.video import read_video
 
 WINDOW = 8  # frames over which a velocity is measured on each side of a join
 

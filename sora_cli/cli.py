@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -18,8 +17,8 @@ import typer
 from .cli_batch import register as register_batch
 from .cli_edit import register as register_editing
 from .cli_train import register as register_training
-from .errors import OptionError, SoraError
-from .progress import Bars, WarningHandler
+from .errors import SoraError
+from .progress import WarningHandler
 from .request import PASSES_HELP
 
 # typer may vendor its own click: take its usage-error class from typer itself.
@@ -73,6 +72,7 @@ def generate(
     from .clips import check_fit, read
     from .options import check_text
     from .request import parse_settings
+    from .runner import render_to_file
 
     # Everything the user typed is checked before any model is loaded.
     check_text("the prompt", prompt, blank_ok=False)
@@ -84,44 +84,6 @@ def generate(
     c = dict(model=model, out=out, device=device, dtype=dtype, offload=offload, offline=offline, metadata=metadata,
              overwrite=overwrite, json_out=json_out, quiet=quiet)
     render_to_file(prompt, settings, c, lambda pipe, kw: editing.generate(pipe, prompt, source, loop, fit, **kw))
-
-
-def render_to_file(label: str, settings, c: dict, make) -> None:
-    """What every rendering command ends with: name the output, load the model, encode what
-    `make(pipe, pipeline_kwargs)` renders to the MP4 as it is made, report. `c` holds the common options."""
-    import dataclasses
-    import secrets
-
-    from . import options
-    from .naming import default_filename
-
-    if c["metadata"] not in ("mp4", "json"):
-        raise OptionError(f"--metadata '{c['metadata']}' is not allowed; choose mp4 or json")
-    if c["dtype"] is not None:
-        options.parse_dtype(c["dtype"])
-    if c["device"] is not None:
-        options.parse_device(c["device"])
-    if settings.seed is None:
-        settings = dataclasses.replace(settings, seed=secrets.randbelow(2**32))
-    path = _output_path(c["out"], default_filename(settings.seed, label), c["overwrite"])
-    sidecar = path.with_suffix(".json")
-    if c["metadata"] == "json" and sidecar.exists() and not c["overwrite"]:
-        raise OptionError(f"{sidecar} already exists; pass --overwrite to replace it")
-
-    from .pipeline import Pipeline
-
-    started = time.perf_counter()
-    with Bars(c["quiet"]) as bars:
-        bars("load model", 0, 1)
-        pipe = Pipeline.from_pretrained(c["model"], device=c["device"], dtype=c["dtype"], offline=c["offline"],
-                                        offload=c["offload"])
-        bars("load model", 1, 1)
-        render = make(pipe, dict(settings.pipeline_kwargs(pipe), on_progress=bars))
-        # The model runs as the frames are encoded; the sidecar appears with the MP4 or not at all.
-        render.write(path, overwrite=c["overwrite"],
-                     sidecars={sidecar: render.metadata} if c["metadata"] == "json" else None)
-    record = dict(path=str(path), elapsed=round(time.perf_counter() - started, 3), **render.metadata)
-    print(json.dumps(record, ensure_ascii=False) if c["json_out"] else str(path))
 
 
 @app.command()
@@ -139,24 +101,6 @@ def models(json_out: bool = typer.Option(False, "--json", help="Print JSON on st
     for r in rows:
         status = f"ready at {r['local']}" if r["local"] else "not downloaded (fetched on first use)"
         print(f"{r['name']:<18}{'(default) ' if r['default'] else ''}{r['source']}  {status}")
-
-
-def _output_path(out: Path | None, name: str, overwrite: bool) -> Path:
-    """--out is a file or a directory; an automatic name always lands inside that directory. Missing folders
-    are made when the video is written, so a run that fails before leaves none behind."""
-    if out is None:
-        path = Path.cwd() / name
-    elif out.is_dir() or str(out).endswith(("/", "\\")):
-        path = out / name
-    elif out.suffix.lower() != ".mp4":
-        raise OptionError(f"--out '{out}' is neither a folder nor an .mp4 file; end a new folder's name with /")
-    else:
-        path = out
-    if path.exists() and not overwrite:
-        raise OptionError(f"{path} already exists; pass --overwrite to replace it")
-    if path.parent.exists() and not path.parent.is_dir():
-        raise OptionError(f"--out '{out}': {path.parent} is a file, not a folder")
-    return path
 
 
 register_editing(app)  # extend, loop, connect, edit

@@ -131,10 +131,10 @@ def _common(values: dict) -> dict:
 def _run(operation: str, inputs: list[Path], prompt: Optional[str], c: dict, make) -> None:
     """Check the settings (each command checked its own options), read the inputs, then load the model and
     write what `make(pipe, clips, kwargs)` renders."""
-    from .cli import render_to_file
     from .clips import read
     from .options import check_text
     from .request import parse_settings
+    from .runner import render_to_file
 
     # Blank is refused rather than read as "no prompt": leaving --prompt out is how to keep the stored one.
     check_text("--prompt", prompt, blank_ok=False)

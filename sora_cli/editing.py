@@ -50,7 +50,7 @@ class Render:
     def write(self, path: Path, overwrite: bool = False, sidecars: dict[Path, dict] | None = None) -> Path:
         """Encode the frames as they are made; if making them fails, no file is left behind. `sidecars` (JSON
         files beside the video) appear with it or not at all."""
-        from .video import Mp4Writer
+        from .mp4 import Mp4Writer
 
         with Mp4Writer(path, self.fps, self.metadata, overwrite, sidecars=sidecars) as out:
             for chunk in self.chunks:

@@ -260,6 +260,24 @@ def load_state_dict(folder: Path, dtype: torch.dtype | None = None,
     return state
 
 
+def first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(": ")
+
+
+def read_tokenizer_file(path: Path):
+    """A fast tokenizer file (tokenizer.json) as a `tokenizers.Tokenizer`, or a ModelError naming the file."""
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:
+        # The tokenizers library reports a file it cannot read or parse as a plain Exception; that is the only
+        # kind meant here, anything more specific is not about the file and goes on.
+        if type(e) is not Exception:
+            raise
+        raise ModelError(f"{path} is not a usable tokenizer file ({first_line(e)}): download it again") from None
+
+
 M = TypeVar("M", bound=nn.Module)
 
 

@@ -137,7 +137,7 @@ def workspace(tmp_path, monkeypatch, tiny_wan_dir):
     """A fresh current folder with the inputs the cases name; returns a function that lists what is in it."""
     from test_editing import moving_square
 
-    from sora_cli.video import write_mp4
+    from sora_cli.mp4 import write_mp4
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("not a video\n")

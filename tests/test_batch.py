@@ -18,7 +18,8 @@ from conftest import save_tiny_wan
 from sora_cli import manifest
 from sora_cli.batch import groups
 from sora_cli.batch_file import line_seed, read_batch
-from sora_cli.video import probe, read_metadata, read_video, write_mp4
+from sora_cli.mp4 import write_mp4
+from sora_cli.video import probe, read_metadata, read_video
 from test_cli import call_sora, run_sora
 from test_editing import moving_square
 

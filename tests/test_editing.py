@@ -14,7 +14,8 @@ from sora_cli import Pipeline, chain, editing, judge
 from sora_cli.clips import Clip, fit_frames, resample
 from sora_cli.conditioning import CLEAN_TOKENS, REPLACE
 from sora_cli.errors import OptionError
-from sora_cli.video import probe, read_metadata, read_video, write_mp4
+from sora_cli.mp4 import write_mp4
+from sora_cli.video import probe, read_metadata, read_video
 from test_cli import call_sora
 
 PROMPT = "a red fox running through snow"

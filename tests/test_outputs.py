@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from sora_cli import files, manifest, video
+from sora_cli import files, manifest, mp4
 from sora_cli.batch import LOCK
 from sora_cli.errors import OutputError
-from sora_cli.video import Mp4Writer, probe, write_mp4
+from sora_cli.mp4 import Mp4Writer, write_mp4
+from sora_cli.video import probe
 from test_cli import call_sora
 from test_video import META, gradient_clip, leftovers
 
@@ -160,7 +161,7 @@ def test_a_failing_commit_is_an_output_error_and_leaves_nothing(tmp_path: Path, 
 
 
 def test_a_failed_batch_item_records_one_line(tiny_wan_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(video, "_X264_ARGS", ["-c:v", "no_such_encoder"])
+    monkeypatch.setattr(mp4, "_X264_ARGS", ["-c:v", "no_such_encoder"])
     file, out = tmp_path / "p.txt", tmp_path / "out"
     file.write_text("a fox\n")
     code, _, err = call_sora(capsys, "batch", str(file), "--out-dir", str(out), "--model", str(tiny_wan_dir),

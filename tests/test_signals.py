@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sora_cli.video import write_mp4
+from sora_cli.mp4 import write_mp4
 from test_editing import moving_square
 
 

@@ -12,11 +12,12 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from sora_cli import files, video
+from sora_cli import files, mp4
 from sora_cli.errors import OutputError
 from sora_cli.naming import default_filename, safe_join, slugify
 from sora_cli.files import write_json_atomic
-from sora_cli.video import probe, read_image, read_metadata, read_video, write_mp4
+from sora_cli.mp4 import write_mp4
+from sora_cli.video import probe, read_image, read_metadata, read_video
 
 # Non-ASCII, quotes, newlines and the characters ffmetadata escapes (= ; # \ and a "[" line).
 PROMPT = 'Un café « spécial » — 猫が走る 🐈\n"quoted"; a=b #not-a-comment \\ back\n[style: anime]'
@@ -154,7 +155,7 @@ def test_interrupt_mid_write_leaves_nothing(tmp_path: Path) -> None:
 
 def test_streaming_writer_appends_chunks_and_appears_only_when_complete(tmp_path: Path) -> None:
     frames, path = gradient_clip(), tmp_path / "stream.mp4"
-    with video.Mp4Writer(path, 16, META) as out:
+    with mp4.Mp4Writer(path, 16, META) as out:
         for i in range(0, len(frames), 5):
             out.write(frames[i:i + 5])
             assert not path.exists()
@@ -165,15 +166,15 @@ def test_streaming_writer_appends_chunks_and_appears_only_when_complete(tmp_path
 
 def test_streaming_writer_leaves_nothing_when_stopped(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cannot follow"):
-        with video.Mp4Writer(tmp_path / "a.mp4", 16) as out:
+        with mp4.Mp4Writer(tmp_path / "a.mp4", 16) as out:
             out.write(gradient_clip(t=3))
             out.write(gradient_clip(t=3, w=32))
     with pytest.raises(RuntimeError, match="the model failed"):
-        with video.Mp4Writer(tmp_path / "b.mp4", 16) as out:
+        with mp4.Mp4Writer(tmp_path / "b.mp4", 16) as out:
             out.write(gradient_clip(t=3))
             raise RuntimeError("the model failed")
     with pytest.raises(ValueError, match="no frames"):
-        with video.Mp4Writer(tmp_path / "c.mp4", 16):
+        with mp4.Mp4Writer(tmp_path / "c.mp4", 16):
             pass
     assert leftovers(tmp_path) == []
 
@@ -181,7 +182,7 @@ def test_streaming_writer_leaves_nothing_when_stopped(tmp_path: Path) -> None:
 def test_ffmpeg_failure_raises_its_first_message_in_one_line_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(video, "_X264_ARGS", ["-c:v", "no_such_encoder"])
+    monkeypatch.setattr(mp4, "_X264_ARGS", ["-c:v", "no_such_encoder"])
     path = tmp_path / "out.mp4"
     with pytest.raises(OutputError) as err:
         write_mp4(gradient_clip(t=2), path, fps=16)

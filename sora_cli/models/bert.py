@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ModelError
-from ..loading import load_state_dict, read_json
+from ..loading import load_state_dict, read_json, read_tokenizer_file
 from . import checks
 
 
@@ -158,8 +158,6 @@ class WordPieceTokenizer:
     """The checkpoint's tokenizer.json, padded and truncated to a fixed length with [CLS] ... [SEP] kept."""
 
     def __init__(self, folder: Path):
-        from .text_encoder import read_tokenizer_file
-
         path = folder / "tokenizer.json"
         if not path.is_file():
             raise ModelError(f"{path} is missing: the BERT text encoder needs its fast tokenizer file")

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ModelError
+from ..loading import first_line, read_tokenizer_file
 from . import checks
 
 log = logging.getLogger("sora")
@@ -47,24 +48,6 @@ class HFTokenizer:
         return tokens["input_ids"], tokens["attention_mask"]
 
 
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(": ")
-
-
-def read_tokenizer_file(path: Path):
-    """A fast tokenizer file (tokenizer.json) as a `tokenizers.Tokenizer`, or a ModelError naming the file."""
-    from tokenizers import Tokenizer
-
-    try:
-        return Tokenizer.from_file(str(path))
-    except Exception as e:
-        # The tokenizers library reports a file it cannot read or parse as a plain Exception; that is the only
-        # kind meant here, anything more specific is not about the file and goes on.
-        if type(e) is not Exception:
-            raise
-        raise ModelError(f"{path} is not a usable tokenizer file ({_first_line(e)}): download it again") from None
-
-
 def _auto_tokenizer(transformers, folder: Path):
     """transformers' tokenizer for a folder. Its files are checked first: transformers meets a damaged one deep
     inside, with whatever error that happens to raise."""
@@ -82,7 +65,7 @@ def _auto_tokenizer(transformers, folder: Path):
     try:
         return transformers.AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError) as e:
-        raise ModelError(f"the tokenizer in {folder} could not be loaded: {_first_line(e)} "
+        raise ModelError(f"the tokenizer in {folder} could not be loaded: {first_line(e)} "
                          "(download the model again)") from None
 
 
@@ -123,12 +106,12 @@ class TextEncoder:
             model = getattr(transformers, class_name).from_pretrained(str(encoder_dir), dtype=dtype,
                                                                       use_safetensors=True)
         except RuntimeError as e:  # transformers' size mismatch between config.json and the weights
-            detail = _first_line(e)
+            detail = first_line(e)
             if "ignore_mismatched_sizes" in detail:  # its report of which sizes differ is logged, and silenced
                 detail = "the weights' shapes differ from it"
             raise ModelError(f"{encoder_dir} does not match its config.json: {detail}") from None
         except (OSError, ValueError) as e:
-            raise ModelError(f"the text encoder in {encoder_dir} could not be loaded: {_first_line(e)} "
+            raise ModelError(f"the text encoder in {encoder_dir} could not be loaded: {first_line(e)} "
                              "(download the model again)") from None
         return cls(tokenizer, _LastHidden(model.eval().requires_grad_(False)), max_length)
 
