@@ -17,7 +17,7 @@ from sora_cli.cli import main
 from sora_cli.models.transformer import TransformerConfig, WanTransformer
 from sora_cli.train.common import ema_weights, step_rng, to_model_range
 from sora_cli.train.dit import MIN_SIGMA, DiTRecipe, clean_frames, dit_loss, train_dit
-from sora_cli.train.vae import VAERecipe, cell_colour, train_vae
+from sora_cli.train.vae import VAERecipe, cell_colour, evaluate_psnr, train_vae
 
 SMALL_VAE = VAERecipe(steps=4, decoder_steps=2, batch=2, crops=((5, 16), (9, 8)), checkpoint_every=2, stat_clips=2,
                       eval_clips=2)
@@ -38,9 +38,11 @@ def trained(tmp_path_factory):
 
 def test_recipes_write_a_loadable_model(trained):
     out, _, vae_record, dit_record = trained
-    assert vae_record["results"]["heldout_psnr_db"] > 0
     assert json.loads((out / "transformer" / "recipe.json").read_text())["steps"] == SMALL_DIT.total_steps
     pipe = Pipeline.from_pretrained(out, device="cpu")
+    # the recorded PSNR is the one the written VAE scores, recomputed from the files
+    psnr = vae_record["results"]["heldout_psnr_db"]
+    assert 5 < psnr < 60 and evaluate_psnr(pipe.vae, SMALL_VAE.seed, SMALL_VAE.eval_clips) == psnr
     assert pipe.text_encoder.model.config.model_type == "bert"  # MiniLM, from its package, run by bert.py
     video = pipe("a red circle moving right on a black background", num_frames=5, num_steps=2, seed=0)
     assert video.frames.shape == (5, 64, 64, 3) and video.fps == 8
