@@ -4,6 +4,7 @@ One loader for every component. A model is a folder in the Diffusers layout:
 
     model_index.json
     transformer/  config.json + diffusion_pytorch_model.safetensors (or shards + .index.json)
+    transformer_2/  the same, for a two-expert model (Wan 2.2 A14B: the low-noise expert)
     vae/          config.json + diffusion_pytorch_model.safetensors
     text_encoder/ config.json + model.safetensors (or shards + .index.json)
     tokenizer/    tokenizer files
@@ -32,6 +33,7 @@ KNOWN_MODELS: dict[str, str] = {
     "sora-tiny": str(WEIGHTS_DIR / "sora-tiny"),
     "wan2.1-t2v-1.3b": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
     "wan2.1-t2v-14b": "Wan-AI/Wan2.1-T2V-14B-Diffusers",
+    "wan2.2-t2v-a14b": "Wan-AI/Wan2.2-T2V-A14B-Diffusers",  # two experts: transformer_2 and boundary_ratio
 }
 DEFAULT_MODEL = "sora-tiny"
 
@@ -124,7 +126,12 @@ def check_complete(folder: Path) -> None:
     for component, path in zip(COMPONENTS, paths):
         if not path.is_dir():
             raise ModelError(f"model at {folder} is incomplete: {component}/ is missing")
-    for component in ("transformer", "vae"):
+    weighted = ["transformer", "vae"]
+    if is_named(index.get("transformer_2")):  # a two-expert model (Wan 2.2 A14B): the low-noise expert
+        if not (folder / "transformer_2").is_dir():
+            raise ModelError(f"model at {folder} is incomplete: transformer_2/ is missing")
+        weighted.append("transformer_2")
+    for component in weighted:
         weight_files(folder / component)
     if not (folder / "scheduler" / "scheduler_config.json").is_file():
         raise ModelError(f"model at {folder} is incomplete: scheduler/scheduler_config.json is missing")
@@ -132,13 +139,23 @@ def check_complete(folder: Path) -> None:
 
 def check_index(folder: Path, index: dict) -> None:
     """model_index.json names each component as [library, class]: anything else is refused here, not met later."""
-    for component in COMPONENTS:
+    for component in (*COMPONENTS, "transformer_2"):
         entry = index.get(component)
         if entry is None:
             continue
         if not (isinstance(entry, list) and len(entry) == 2 and all(e is None or isinstance(e, str) for e in entry)):
             raise ModelError(f"{folder / 'model_index.json'}: \"{component}\" must be [library, class], "
                              f"not {json.dumps(entry)[:80]}")
+
+
+def is_named(entry: object) -> bool:
+    """Whether a model_index.json entry names a component ([library, class] with a value in it)."""
+    return isinstance(entry, list) and any(e is not None for e in entry)
+
+
+def names_nothing(entry: object) -> bool:
+    """null, or [null, null]: what diffusers writes for an optional component it was not given."""
+    return entry is None or (isinstance(entry, list) and not is_named(entry))
 
 
 def _kind(value: object) -> str:

@@ -52,6 +52,7 @@ LIMITS = {
     "--fps": Limit(1, MAX_FPS, "a whole frame rate", whole=True, why="what video players play"),
     "--steps": Limit(1, 1000, "a whole number of steps", whole=True, why="a flow schedule's 1000 timesteps"),
     "--guidance": Limit(0, 100, "a guidance scale", why="1 turns guidance off"),
+    "--guidance-2": Limit(0, 100, "a guidance scale", why="the low-noise expert's; 1 turns its guidance off"),
     "--shift": Limit(0, 100, "a timestep shift", above=True),
     "--strength": Limit(0, 1, "a strength", above=True),
     "--seed": Limit(0, 2**63 - 1, "a whole number", whole=True, why="2^63-1"),

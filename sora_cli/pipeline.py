@@ -1,7 +1,8 @@
 """Text to video: encode the prompt, draw noise, denoise step by step, decode.
 
-`Pipeline.from_pretrained(model)` loads the three networks of a Diffusers-layout folder; calling the pipeline
-runs the fixed-step flow-matching sampler and returns uint8 frames.
+`Pipeline.from_pretrained(model)` loads the networks of a Diffusers-layout folder (a transformer, or Wan 2.2
+A14B's two experts, see experts.py; a VAE and a text encoder); calling the pipeline runs the fixed-step
+flow-matching sampler and returns uint8 frames.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import options
+from . import experts, options
 from .errors import ModelError
 from .loading import load_module, open_device, read_json, resolve_model, text_encoder_dirs
 from .models import checks
@@ -46,6 +47,7 @@ class Defaults:
     fps: int = 16
     num_steps: int = 50
     guidance_scale: float = 5.0
+    guidance_scale_2: float | None = None  # the low-noise expert's, for a two-expert model; None: guidance_scale
     text_length: int = 512
     negative_prompt: str = WAN_NEGATIVE_PROMPT
     conditioning: str | None = None  # "clean_tokens" for a model trained with clean-frame masks (conditioning.py)
@@ -58,6 +60,7 @@ class Defaults:
         own = {k: v for k, v in index.get("_sora", {}).items() if k in cls.__dataclass_fields__}
         checks.whole_numbers(own, "width", "height", "num_frames", "fps", "num_steps", "text_length", "passes")
         checks.number(own, "guidance_scale", 0)
+        checks.number(own, "guidance_scale_2", 0)
         checks.number(own, "noise_correlation", 0, 1)
         checks.string(own, "negative_prompt")
         checks.string(own, "conditioning", nullable=True)
@@ -72,22 +75,35 @@ class ModelSpec:
     folder: Path
     index: dict
     defaults: Defaults
-    transformer: TransformerConfig
+    transformer: TransformerConfig  # the only one, or the high-noise expert of two
     vae: VAEConfig
     sampler: SamplerConfig
+    transformer_2: TransformerConfig | None = None  # the low-noise expert of a two-expert model
+    boundary_ratio: float | None = None  # set exactly when transformer_2 is
 
     @classmethod
     def read(cls, model: str | Path | None = None, offline: bool = False) -> "ModelSpec":
+        """Every config of the folder, checked: what sora cannot render is a ModelError before weights load."""
         folder = resolve_model(None if model is None else str(model), offline=offline)
         index = read_json(folder / "model_index.json")
         try:
+            experts.check_index(index)
+            ratio = experts.boundary_ratio(index)
             transformer = TransformerConfig.from_dict(read_json(folder / "transformer" / "config.json"))
             check_supported(transformer)  # here, so an unsupported network is refused before anything loads
+            second = None if ratio is None else experts.low_noise_config(
+                read_json(folder / "transformer_2" / "config.json"), transformer)
             return cls(folder.name if model is None else str(model), folder, index, Defaults.from_model_index(index),
                        transformer, VAEConfig.from_dict(read_json(folder / "vae" / "config.json")),
-                       SamplerConfig.from_scheduler_config(read_json(folder / "scheduler" / "scheduler_config.json")))
+                       SamplerConfig.from_scheduler_config(read_json(folder / "scheduler" / "scheduler_config.json")),
+                       second, ratio)
         except ValueError as e:
             raise ModelError(f"model at {folder} is not supported: {e}") from None
+
+    @property
+    def boundary_timestep(self) -> float | None:
+        """The timestep from which down the low-noise expert runs; None with one transformer."""
+        return None if self.boundary_ratio is None else self.boundary_ratio * self.sampler.num_train_timesteps
 
     @property
     def size_multiple(self) -> int:
@@ -120,6 +136,12 @@ class Job:
     fps: float
     passes: int
     metadata: dict = field(default_factory=dict)
+    guidance_scale_2: float | None = None  # the low-noise expert's; None with one transformer
+
+    @property
+    def guided(self) -> bool:
+        """Whether any expert runs with classifier-free guidance, so the negative prompt is needed."""
+        return max(self.guidance_scale, self.guidance_scale_2 or 0.0) > 1.0
 
 
 @dataclass
@@ -132,8 +154,11 @@ class Video:
 
 class Pipeline:
     def __init__(self, spec: ModelSpec, transformer: WanTransformer, vae: WanVAE, text_encoder: TextEncoder,
-                 device: torch.device, dtype: torch.dtype, offload: bool = False):
+                 device: torch.device, dtype: torch.dtype, offload: bool = False,
+                 transformer_2: WanTransformer | None = None):
+        # `transformer` is the only transformer, or the high-noise expert; `transformer_2` the low-noise one.
         self.spec, self.transformer, self.vae, self.text_encoder = spec, transformer, vae, text_encoder
+        self.transformer_2 = transformer_2
         self.device, self.dtype, self.offload = device, dtype, offload
         self.conditioning = conditioning_mode(spec.defaults.conditioning)  # how known frames reach the model
 
@@ -148,14 +173,16 @@ class Pipeline:
         dtype = _parse_dtype(dtype) if dtype is not None else (torch.float32 if device.type == "cpu" else torch.bfloat16)
         # Modules live on the accelerator unless offloading; the text encoder only visits it to encode.
         home = torch.device("cpu") if offload else device
-        transformer = load_module(lambda: WanTransformer(spec.transformer), folder / "transformer", home, dtype,
-                                  keep_fp32=FP32_PARAM_PATTERNS)
+        transformer, transformer_2 = (
+            None if config is None else load_module(lambda: WanTransformer(config), folder / name, home, dtype,
+                                                    keep_fp32=FP32_PARAM_PATTERNS)
+            for name, config in (("transformer", spec.transformer), ("transformer_2", spec.transformer_2)))
         # The VAE stays in float32: it is a small share of the time, and decoding is where banding would show.
         vae = load_module(lambda: WanVAE(spec.vae), folder / "vae", home, torch.float32)
         encoder_class = spec.index.get("text_encoder", [None, "UMT5EncoderModel"])[1]
         text_encoder = TextEncoder.load(*text_encoder_dirs(folder, spec.index), encoder_class,
                                         spec.defaults.text_length, dtype)
-        return cls(spec, transformer, vae, text_encoder, device, dtype, offload)
+        return cls(spec, transformer, vae, text_encoder, device, dtype, offload, transformer_2)
 
     @property
     def name(self) -> str:
@@ -177,12 +204,13 @@ class Pipeline:
                  width: int | None = None, num_frames: int | None = None, num_steps: int | None = None,
                  guidance_scale: float | None = None, shift: float | None = None, sampler: str | None = None,
                  seed: int | None = None, fps: float | None = None, passes: int | None = None,
-                 known: KnownFrames | None = None, strength: float = 1.0,
+                 guidance_scale_2: float | None = None, known: KnownFrames | None = None, strength: float = 1.0,
                  on_progress: ProgressFn | None = None) -> Video:
         """A video for the prompt. `known` frames (latents for this size and length) are kept and the rest is
-        generated around them; strength < 1 is SDEdit: sampling starts from `known.latents` noised that far."""
+        generated around them; strength < 1 is SDEdit: sampling starts from `known.latents` noised that far.
+        guidance_scale_2 is the low-noise expert's, for a two-expert model."""
         job = self.resolve(prompt, negative_prompt, height, width, num_frames, num_steps, guidance_scale, shift,
-                           sampler, seed, fps, passes)
+                           sampler, seed, fps, passes, guidance_scale_2)
         progress = on_progress or (lambda stage, done, total: None)
 
         # 1. Encode the text: the prompt, and the negative prompt that guidance steers away from.
@@ -200,12 +228,15 @@ class Pipeline:
     def resolve(self, prompt: str, negative_prompt: str | None = None, height: int | None = None,
                 width: int | None = None, num_frames: int | None = None, num_steps: int | None = None,
                 guidance_scale: float | None = None, shift: float | None = None, sampler: str | None = None,
-                seed: int | None = None, fps: float | None = None, passes: int | None = None) -> Job:
-        """What is not given comes from the model's defaults; sizes and lengths are snapped with a warning."""
-        d = self.defaults
+                seed: int | None = None, fps: float | None = None, passes: int | None = None,
+                guidance_scale_2: float | None = None) -> Job:
+        """What is not given comes from the model's defaults; sizes and lengths are snapped with a warning.
+        guidance_scale_2 (the low-noise expert's) defaults to the model's, else to the guidance scale."""
+        d, two_experts = self.defaults, self.transformer_2 is not None
         width, height = options.snap_size(width or d.width, height or d.height, self.size_multiple)
         high, why = options.MAX_SIDE, "4K"
-        positions = self.spec.transformer.rope_max_seq_len * self.size_multiple  # rotary positions a side
+        rope = min(c.rope_max_seq_len for c in (self.spec.transformer, self.spec.transformer_2) if c is not None)
+        positions = rope * self.size_multiple  # rotary positions a side
         if positions < high:
             high, why = positions, "what the transformer has positions for"
         for side in (width, height):
@@ -214,6 +245,7 @@ class Pipeline:
         options.check_sampling(num_steps, guidance_scale, shift, sampler, seed, passes)
         num_steps = num_steps or d.num_steps
         guidance_scale = d.guidance_scale if guidance_scale is None else guidance_scale
+        guidance_scale_2 = experts.guidance_2(guidance_scale_2, two_experts, d.guidance_scale_2, guidance_scale)
         shift = self.sampler.shift if shift is None else shift
         sampler = (sampler or self.sampler.sampler).lower()
         seed = secrets.randbelow(2**32) if seed is None else seed
@@ -222,9 +254,10 @@ class Pipeline:
         passes = passes or d.passes
         metadata = dict(prompt=prompt, negative_prompt=negative_prompt, seed=seed, model=self.name, width=width,
                         height=height, num_frames=num_frames, fps=fps, steps=num_steps, guidance=guidance_scale,
+                        **({"guidance_2": guidance_scale_2} if two_experts else {}),
                         shift=shift, sampler=sampler, passes=passes)
         return Job(prompt, negative_prompt, width, height, num_frames, num_steps, guidance_scale, shift, sampler,
-                   seed, fps, passes, metadata)
+                   seed, fps, passes, metadata, guidance_scale_2)
 
     def latent_frames(self, num_frames: int) -> int:
         return self.spec.latent_frames(num_frames)
@@ -240,7 +273,7 @@ class Pipeline:
         """The job's prompt, and its negative prompt when guidance is on, as one batch (B, L, D)."""
         progress = progress or (lambda stage, done, total: None)
         progress("encode text", 0, 1)
-        context = self.encode_text([job.prompt, job.negative_prompt] if job.guidance_scale > 1.0 else [job.prompt])
+        context = self.encode_text([job.prompt, job.negative_prompt] if job.guided else [job.prompt])
         progress("encode text", 1, 1)
         return context
 
@@ -273,11 +306,18 @@ class Pipeline:
         sigmas, timesteps = flow_sigmas(job.num_steps, job.shift, job.sampler, self.sampler.num_train_timesteps)
         noise = noise.to(self.device)
         guide = Guide(known, noise, sigmas, self.conditioning, self.transformer.token_grid(*noise.shape[2:]))
-        with self._on_device(self.transformer):
+        with self._expert_switch(job) as switch, torch.inference_mode():
             x = guide.initial(None if known is None else known.latents, start)
-            latents = sample(self._velocity_fn(context, job.guidance_scale, sigmas, guide), x, sigmas, timesteps,
+            latents = sample(self._velocity_fn(context, switch, sigmas, guide), x, sigmas, timesteps,
                              job.sampler, start=start, before_step=guide.before_step, on_step=on_step)
             return guide.finish(latents)
+
+    def _expert_switch(self, job: Job) -> experts.ExpertSwitch:
+        """Each step's transformer and guidance scale: the one transformer throughout, or the expert of its
+        timestep (resolve sets guidance_scale_2 for every two-expert job)."""
+        models = [m for m in (self.transformer, self.transformer_2) if m is not None]
+        return experts.ExpertSwitch(models, [job.guidance_scale, job.guidance_scale_2][:len(models)],
+                                    self.spec.boundary_timestep, self.device, self.offload)
 
     def encode_text(self, prompts: list[str]) -> Tensor:
         """prompts -> (B, L, D) on the pipeline's device, in the transformer's dtype."""
@@ -289,17 +329,19 @@ class Pipeline:
             encoder.to("cpu")  # leave the accelerator to the transformer
         return context.to(self.device, self.dtype)
 
-    def _velocity_fn(self, context: Tensor, guidance_scale: float, sigmas: Tensor,
+    def _velocity_fn(self, context: Tensor, switch: experts.ExpertSwitch, sigmas: Tensor,
                      guide: Guide) -> Callable[[Tensor, Tensor, int], Tensor]:
-        batch = context.shape[0]
         predicts_x0 = self.sampler.prediction == "sample"
 
         def velocity(x: Tensor, t: Tensor, i: int) -> Tensor:
+            model, guidance_scale = switch.pick(t)  # by the step's timestep alone, as diffusers picks
             x_in, t_in = guide.model_input(x, t)  # with clean tokens: known frames clean, t (1, L) 0 on them
             # The N samples with their prompts and, under guidance, again with their negative prompts: one batch.
-            copies = batch // x.shape[0]
+            # An expert whose scale is at most 1 runs unguided, on the prompts alone.
+            copies = context.shape[0] // x.shape[0] if guidance_scale > 1.0 else 1
+            batch = copies * x.shape[0]
             x_in = x_in.to(self.dtype).repeat(copies, 1, 1, 1, 1)
-            v = self.transformer(x_in, t_in.to(self.device).expand(batch, *t_in.shape[1:]), context).float()
+            v = model(x_in, t_in.to(self.device).expand(batch, *t_in.shape[1:]), context[:batch]).float()
             if predicts_x0:  # x = (1 - s) x0 + s noise, so the velocity noise - x0 is (x - x0) / s
                 v = (x.float().repeat(copies, 1, 1, 1, 1) - v) / float(sigmas[i])
             if copies == 1:

@@ -46,6 +46,22 @@ def save_tiny_wan(folder: Path, seed: int = 0, transformer: dict | None = None, 
     from diffusers import WanPipeline
 
     WanPipeline(**tiny_wan_components(seed, transformer, vae)).save_pretrained(folder)
+    return add_sora_defaults(folder, **defaults)
+
+
+def save_tiny_wan_experts(folder: Path, seed: int = 0, boundary_ratio: float = 0.875, **defaults) -> Path:
+    """A tiny Wan 2.2 A14B layout: `transformer` (high-noise expert) and a differently seeded `transformer_2`
+    (low-noise expert), with `boundary_ratio`, as diffusers' WanPipeline saves them."""
+    from diffusers import WanPipeline
+
+    components = tiny_wan_components(seed)
+    low_noise = tiny_wan_components(seed + 1)["transformer"]
+    WanPipeline(**components, transformer_2=low_noise, boundary_ratio=boundary_ratio).save_pretrained(folder)
+    return add_sora_defaults(folder, **defaults)
+
+
+def add_sora_defaults(folder: Path, **defaults) -> Path:
+    """The tiny models' generation defaults under `_sora` in model_index.json (a short text length, small frames)."""
     index_path = folder / "model_index.json"
     index = json.loads(index_path.read_text())
     index["_sora"] = dict(text_length=TEXT_LENGTH, width=48, height=32, num_frames=9, fps=8, num_steps=4,
@@ -57,6 +73,12 @@ def save_tiny_wan(folder: Path, seed: int = 0, transformer: dict | None = None, 
 @pytest.fixture(scope="session")
 def tiny_wan_dir(tmp_path_factory) -> Path:
     return save_tiny_wan(tmp_path_factory.mktemp("tiny-wan"))
+
+
+@pytest.fixture(scope="session")
+def tiny_experts_dir(tmp_path_factory) -> Path:
+    """A tiny two-expert (Wan 2.2 A14B layout) model folder."""
+    return save_tiny_wan_experts(tmp_path_factory.mktemp("tiny-experts") / "experts")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,145 @@
+"""Wan 2.2 A14B's two experts, and the model_index.json entries sora understands.
+
+A two-expert checkpoint names a `transformer_2` component and a `boundary_ratio` in model_index.json. Its
+`transformer` is the high-noise expert: it denoises every step whose timestep is at or above
+boundary_ratio * num_train_timesteps (the scheduler's); `transformer_2`, the low-noise expert, denoises the
+rest. Each has its own guidance scale (`guidance_scale_2` is the low-noise expert's); an expert whose scale is
+at most 1 runs unguided, on the prompt alone. (diffusers guides both experts or neither, by the first scale
+alone, so it renders otherwise where the first scale is above 1 and the second below 1, or the first at most 1
+and the second above.) The two share one shape, so the latents, the text context and the token grid are the
+same whichever runs; only the weights differ.
+
+A model folder holding anything else that sora does not load (an image encoder, another pipeline's
+components, Wan 2.2 TI2V's per-token timesteps) is refused by `check_index`, never quietly rendered without it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from . import options
+from .errors import OptionError
+from .loading import is_named, names_nothing
+from .models.transformer import TransformerConfig, check_supported
+
+# Top-level model_index.json keys besides "_"-prefixed ones: the components sora loads and the two settings
+# it reads. A component diffusers wrote as [null, null] (one it was not given) names nothing and is fine.
+UNDERSTOOD = frozenset({"transformer", "transformer_2", "vae", "text_encoder", "tokenizer", "scheduler",
+                        "boundary_ratio", "expand_timesteps"})
+PIPELINE_CLASS = "WanPipeline"
+IMAGE_TO_VIDEO = ("image_encoder", "image_processor")
+# What the two experts must agree on for either to take the other's latents and text context.
+SHARED_SHAPE = ("in_channels", "out_channels", "patch_size", "text_dim")
+
+
+def check_index(index: dict) -> None:
+    """ValueError naming the first model_index.json entry sora does not understand."""
+    pipeline = index.get("_class_name", PIPELINE_CLASS)
+    if pipeline != PIPELINE_CLASS:
+        kind = "image-to-video checkpoints are" if "ImageToVideo" in str(pipeline) else "that pipeline is"
+        raise ValueError(f"model_index.json names a {str(pipeline)[:60]}; sora runs {PIPELINE_CLASS} "
+                         f"(text-to-video) folders, and {kind} not supported yet")
+    for key, entry in index.items():
+        if key.startswith("_") or key in UNDERSTOOD or names_nothing(entry):
+            continue
+        if key in IMAGE_TO_VIDEO:
+            raise ValueError(f"model_index.json names an {key}: image-to-video checkpoints are not supported yet")
+        raise ValueError(f"model_index.json names \"{key[:60]}\", which sora does not load")
+    expand = index.get("expand_timesteps")
+    if expand is True:
+        raise ValueError("expand_timesteps is true (Wan 2.2 TI2V, timesteps per token): not supported yet")
+    if expand not in (None, False):
+        raise ValueError(f"expand_timesteps must be true or false, got {str(expand)[:60]}")
+
+
+def boundary_ratio(index: dict) -> float | None:
+    """The checked boundary_ratio of a two-expert model; None for a model with one transformer. A ratio without
+    a second expert, or a second expert without a ratio, is a ValueError: either alone cannot be rendered."""
+    ratio, second = index.get("boundary_ratio"), is_named(index.get("transformer_2"))
+    if ratio is None and not second:
+        own = index.get("_sora")
+        if isinstance(own, dict) and own.get("guidance_scale_2") is not None:
+            raise ValueError("_sora.guidance_scale_2 is set, but the model has one transformer")
+        return None
+    if ratio is None:
+        raise ValueError("model_index.json names a transformer_2 but no boundary_ratio, so when the second "
+                         "expert runs is unknown")
+    if not second:
+        raise ValueError("model_index.json sets boundary_ratio but names no transformer_2 (the low-noise expert)")
+    number = isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and math.isfinite(ratio)
+    if not (number and 0 < ratio < 1):
+        raise ValueError(f"boundary_ratio must be a number above 0 and below 1, got {str(ratio)[:60]}")
+    return float(ratio)
+
+
+def low_noise_config(raw: dict, high: TransformerConfig) -> TransformerConfig:
+    """transformer_2's config, checked to be buildable and of the high-noise expert's shape."""
+    try:
+        low = TransformerConfig.from_dict(raw)
+        check_supported(low)
+    except ValueError as e:
+        raise ValueError(f"transformer_2: {e}") from None
+    for key in SHARED_SHAPE:
+        if getattr(low, key) != getattr(high, key):
+            raise ValueError(f"transformer_2 has {key} {_show(getattr(low, key))} but transformer has "
+                             f"{_show(getattr(high, key))}; the two experts must match")
+    return low
+
+
+def _show(value: object) -> str:
+    return str(list(value)) if isinstance(value, tuple) else str(value)
+
+
+def guidance_2(value: float | None, two_experts: bool, default: float | None, guidance: float) -> float | None:
+    """The low-noise expert's guidance scale: the one given, else the model's default, else the guidance scale;
+    None for a model with one transformer. OptionError for one out of --guidance's range, or given to a model
+    with one transformer."""
+    if not two_experts:
+        if value is not None:
+            raise OptionError("a second guidance scale is only for a model with two experts (Wan 2.2 A14B)")
+        return None
+    options.check_number("--guidance-2", value)
+    return value if value is not None else guidance if default is None else default
+
+
+def expert_index(t: Tensor, boundary: float | None) -> int:
+    """0 (transformer, high noise) for a timestep at or above the boundary, else 1 (transformer_2). Compared as
+    a tensor, as diffusers compares it: a float32 timestep (Euler) meets the boundary in float32."""
+    return 0 if boundary is None or bool(t >= boundary) else 1
+
+
+class ExpertSwitch:
+    """Picks the expert and guidance scale of each step, by its timestep. With offload only the expert in use
+    sits on the accelerator: switching moves the other back to the CPU first, so two experts never share it.
+    Used as a context manager, which sends the last expert in use back to the CPU at the end."""
+
+    def __init__(self, experts: Sequence[nn.Module], scales: Sequence[float], boundary: float | None,
+                 device: torch.device | str, offload: bool):
+        self.experts, self.scales, self.boundary = list(experts), list(scales), boundary
+        self.device, self.offload = device, offload
+        self.current: int | None = None  # the expert on the accelerator, with offload
+
+    def pick(self, t: Tensor) -> tuple[nn.Module, float]:
+        k = expert_index(t, self.boundary)
+        if self.offload and k != self.current:
+            # Sampling runs in inference mode; moved there, the weights would become inference tensors.
+            with torch.inference_mode(False):
+                self.release()
+                self.experts[k].to(self.device)
+            self.current = k
+        return self.experts[k], self.scales[k]
+
+    def release(self) -> None:
+        if self.current is not None:
+            self.experts[self.current].to("cpu")
+        self.current = None
+
+    def __enter__(self) -> "ExpertSwitch":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
