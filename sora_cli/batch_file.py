@@ -33,10 +33,10 @@ from .options import check_number, check_text
 from .request import STRENGTH, Settings, check_editing, parse_settings
 
 SETTING_FIELDS = ("negative", "seed", "size", "aspect", "resolution", "frames", "seconds", "fps", "steps",
-                  "guidance", "shift", "sampler", "passes")
+                  "guidance", "guidance_2", "shift", "sampler", "passes")
 _NUMBER, _WHOLE, _TEXT, _FLAG = (int, float), (int,), (str,), (bool,)
 _TYPES = dict(prompt=_TEXT, negative=_TEXT, seed=_WHOLE, size=_TEXT, aspect=_TEXT, resolution=(str, int),
-              frames=_WHOLE, seconds=_NUMBER, fps=_WHOLE, steps=_WHOLE, guidance=_NUMBER, shift=_NUMBER,
+              frames=_WHOLE, seconds=_NUMBER, fps=_WHOLE, steps=_WHOLE, guidance=_NUMBER, guidance_2=_NUMBER, shift=_NUMBER,
               sampler=_TEXT, passes=_WHOLE, out=_TEXT, repeat=_WHOLE, image=_TEXT, video=(str, list), mode=_TEXT,
               fit=_TEXT, loop=_FLAG, backward=_FLAG, duration=_NUMBER, strength=_NUMBER)
 # A line that gives one way of stating the size or the length drops the command line's other way, so that
@@ -45,7 +45,7 @@ _REPLACES = dict(size=("aspect", "resolution"), aspect=("size",), resolution=("s
                  seconds=("frames",))
 # What each mode's command takes (besides prompt, mode, out and repeat); `generate` with an `image` is
 # image-to-video, with `loop` a seamless loop.
-_EVERY_MODE = ("negative", "seed", "steps", "guidance", "shift", "sampler", "size", "fit")
+_EVERY_MODE = ("negative", "seed", "steps", "guidance", "guidance_2", "shift", "sampler", "size", "fit")
 MODE_FIELDS = dict(generate=(*_EVERY_MODE, "aspect", "resolution", "frames", "seconds", "fps", "passes", "image",
                              "loop"),
                    extend=(*_EVERY_MODE, "video", "seconds", "backward"),

@@ -50,6 +50,8 @@ def generate(
     fps: Optional[int] = typer.Option(None, help="Frames per second of the MP4. Default: the model's."),
     steps: Optional[int] = typer.Option(None, help="Sampling steps. Default: the model's."),
     guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale (1 turns it off)."),
+    guidance_2: Optional[float] = typer.Option(None, "--guidance-2", help="Guidance scale of a two-expert model's "
+                                               "low-noise expert (Wan 2.2 A14B). Default: the model's, else --guidance."),
     shift: Optional[float] = typer.Option(None, help="Timestep shift of the flow schedule."),
     sampler: Optional[str] = typer.Option(None, help="euler or unipc. Default: the model's scheduler."),
     seed: Optional[int] = typer.Option(None, help="Random seed; the same seed gives the same video."),
@@ -77,8 +79,8 @@ def generate(
     # Everything the user typed is checked before any model is loaded.
     check_text("the prompt", prompt, blank_ok=False)
     settings = parse_settings(size=size, aspect=aspect, resolution=resolution, frames=frames, seconds=seconds,
-                              fps=fps, steps=steps, guidance=guidance, shift=shift, sampler=sampler, seed=seed,
-                              negative=negative, passes=passes)
+                              fps=fps, steps=steps, guidance=guidance, guidance_2=guidance_2, shift=shift,
+                              sampler=sampler, seed=seed, negative=negative, passes=passes)
     check_fit(fit)
     source = read(image) if image is not None else None
     c = dict(model=model, out=out, device=device, dtype=dtype, offload=offload, offline=offline, metadata=metadata,

@@ -33,6 +33,8 @@ def batch(
     fps: Optional[int] = typer.Option(None, help="Frames per second of generate lines."),
     steps: Optional[int] = typer.Option(None, help="Sampling steps."),
     guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale."),
+    guidance_2: Optional[float] = typer.Option(None, "--guidance-2", help="Guidance scale of a two-expert model's "
+                                               "low-noise expert (Wan 2.2 A14B). Default: the model's, else --guidance."),
     shift: Optional[float] = typer.Option(None, help="Timestep shift of the flow schedule."),
     sampler: Optional[str] = typer.Option(None, help="euler or unipc."),
     seed: Optional[int] = typer.Option(None, help="Seed of the lines that give none. Default: derived from each line."),
@@ -60,8 +62,8 @@ def batch(
     from .request import parse_settings
 
     defaults = dict(negative=negative, seed=seed, size=size, aspect=aspect, resolution=resolution, frames=frames,
-                    seconds=seconds, fps=fps, steps=steps, guidance=guidance, shift=shift, sampler=sampler,
-                    passes=passes)
+                    seconds=seconds, fps=fps, steps=steps, guidance=guidance, guidance_2=guidance_2, shift=shift,
+                    sampler=sampler, passes=passes)
     parse_settings(**defaults)  # the command line's own mistakes are named as such, before the file's
     options.check_number("--repeat", repeat)
     size = parse_batch_size(batch_size)

@@ -20,6 +20,8 @@ SIZE = typer.Option(None, help="WIDTHxHEIGHT of the result. Default: the input's
 FIT = typer.Option("crop", help="How an input of another shape is fitted: crop (keep the centre), pad or stretch.")
 STEPS = typer.Option(None, help="Sampling steps. Default: the model's.")
 GUIDANCE = typer.Option(None, help="Classifier-free guidance scale (1 turns it off).")
+GUIDANCE_2 = typer.Option(None, "--guidance-2", help="Guidance scale of a two-expert model's low-noise expert. "
+                          "Default: the model's, else --guidance.")
 SHIFT = typer.Option(None, help="Timestep shift of the flow schedule.")
 SAMPLER = typer.Option(None, help="euler or unipc. Default: the model's scheduler.")
 SEED = typer.Option(None, help="Random seed; the same seed gives the same video.")
@@ -46,6 +48,7 @@ def extend(
     backward: bool = typer.Option(False, help="Add the new frames before the clip, leading into it."),
     prompt: Optional[str] = PROMPT, model: Optional[str] = MODEL, out: Optional[Path] = OUT,
     size: Optional[str] = SIZE, fit: str = FIT, steps: Optional[int] = STEPS, guidance: Optional[float] = GUIDANCE,
+    guidance_2: Optional[float] = GUIDANCE_2,
     shift: Optional[float] = SHIFT, sampler: Optional[str] = SAMPLER, seed: Optional[int] = SEED,
     negative: Optional[str] = NEGATIVE, device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
     offload: bool = OFFLOAD, offline: bool = OFFLINE, metadata: str = METADATA, overwrite: bool = OVERWRITE,
@@ -66,6 +69,7 @@ def loop(
     seconds: Optional[float] = typer.Option(None, help="Length of the transition back to the start. Default: one model window."),
     prompt: Optional[str] = PROMPT, model: Optional[str] = MODEL, out: Optional[Path] = OUT,
     size: Optional[str] = SIZE, fit: str = FIT, steps: Optional[int] = STEPS, guidance: Optional[float] = GUIDANCE,
+    guidance_2: Optional[float] = GUIDANCE_2,
     shift: Optional[float] = SHIFT, sampler: Optional[str] = SAMPLER, seed: Optional[int] = SEED,
     negative: Optional[str] = NEGATIVE, device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
     offload: bool = OFFLOAD, offline: bool = OFFLINE, metadata: str = METADATA, overwrite: bool = OVERWRITE,
@@ -86,6 +90,7 @@ def connect(
     seconds: Optional[float] = typer.Option(None, help="Length of the transition. Default: one model window."),
     prompt: Optional[str] = PROMPT, model: Optional[str] = MODEL, out: Optional[Path] = OUT,
     size: Optional[str] = SIZE, fit: str = FIT, steps: Optional[int] = STEPS, guidance: Optional[float] = GUIDANCE,
+    guidance_2: Optional[float] = GUIDANCE_2,
     shift: Optional[float] = SHIFT, sampler: Optional[str] = SAMPLER, seed: Optional[int] = SEED,
     negative: Optional[str] = NEGATIVE, device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
     offload: bool = OFFLOAD, offline: bool = OFFLINE, metadata: str = METADATA, overwrite: bool = OVERWRITE,
@@ -106,6 +111,7 @@ def edit(
     strength: float = typer.Option(STRENGTH, help="How much is redone: near 0 keeps the clip, 1 ignores it."),
     model: Optional[str] = MODEL, out: Optional[Path] = OUT,
     size: Optional[str] = SIZE, fit: str = FIT, steps: Optional[int] = STEPS, guidance: Optional[float] = GUIDANCE,
+    guidance_2: Optional[float] = GUIDANCE_2,
     shift: Optional[float] = SHIFT, sampler: Optional[str] = SAMPLER, seed: Optional[int] = SEED,
     negative: Optional[str] = NEGATIVE, device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
     offload: bool = OFFLOAD, offline: bool = OFFLINE, metadata: str = METADATA, overwrite: bool = OVERWRITE,
@@ -120,8 +126,8 @@ def edit(
          lambda pipe, inputs, kw: editing.edit(pipe, inputs[0], prompt, strength, **kw))
 
 
-_COMMON = ("model", "out", "size", "fit", "steps", "guidance", "shift", "sampler", "seed", "negative", "device",
-           "dtype", "offload", "offline", "metadata", "overwrite", "json_out", "quiet")
+_COMMON = ("model", "out", "size", "fit", "steps", "guidance", "guidance_2", "shift", "sampler", "seed", "negative",
+           "device", "dtype", "offload", "offline", "metadata", "overwrite", "json_out", "quiet")
 
 
 def _common(values: dict) -> dict:
@@ -138,8 +144,8 @@ def _run(operation: str, inputs: list[Path], prompt: Optional[str], c: dict, mak
 
     # Blank is refused rather than read as "no prompt": leaving --prompt out is how to keep the stored one.
     check_text("--prompt", prompt, blank_ok=False)
-    settings = parse_settings(size=c["size"], steps=c["steps"], guidance=c["guidance"], shift=c["shift"],
-                              sampler=c["sampler"], seed=c["seed"], negative=c["negative"])
+    settings = parse_settings(size=c["size"], steps=c["steps"], guidance=c["guidance"], guidance_2=c["guidance_2"],
+                              shift=c["shift"], sampler=c["sampler"], seed=c["seed"], negative=c["negative"])
     sources = [read(path) for path in inputs]  # an unreadable input stops here, before any model is loaded
     label = prompt or str(sources[0].metadata.get("prompt") or f"{Path(inputs[0]).stem} {operation}")
     render_to_file(label, settings, c, lambda pipe, kw: make(pipe, sources, dict(kw, fit=c["fit"])))

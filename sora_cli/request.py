@@ -30,6 +30,7 @@ class Settings:
     fps: int | None = None
     steps: int | None = None
     guidance: float | None = None
+    guidance_2: float | None = None  # a two-expert model's low-noise expert's
     shift: float | None = None
     sampler: str | None = None
     passes: int | None = None
@@ -47,15 +48,15 @@ class Settings:
         if self.seconds is not None:
             frames = options.frames_for_seconds(self.seconds, self.fps or d.fps)
         return dict(negative_prompt=self.negative, height=height, width=width, num_frames=frames,
-                    num_steps=self.steps, guidance_scale=self.guidance, shift=self.shift, sampler=self.sampler,
-                    seed=self.seed, fps=self.fps, passes=self.passes)
+                    num_steps=self.steps, guidance_scale=self.guidance, guidance_scale_2=self.guidance_2,
+                    shift=self.shift, sampler=self.sampler, seed=self.seed, fps=self.fps, passes=self.passes)
 
 
 def parse_settings(size: str | None = None, aspect: str | None = None, resolution: str | None = None,
                    frames: int | None = None, seconds: float | None = None, fps: int | None = None,
                    steps: int | None = None, guidance: float | None = None, shift: float | None = None,
                    sampler: str | None = None, seed: int | None = None, negative: str | None = None,
-                   passes: int | None = None) -> Settings:
+                   passes: int | None = None, guidance_2: float | None = None) -> Settings:
     """Settings from what the user typed; OptionError names the first value that is not allowed."""
     if size and (aspect or resolution):
         raise OptionError("--size cannot be combined with --aspect/--resolution; use one or the other")
@@ -65,11 +66,12 @@ def parse_settings(size: str | None = None, aspect: str | None = None, resolutio
     for option, value in (("--fps", fps), ("--frames", frames), ("--seconds", seconds)):
         options.check_number(option, value)
     options.check_sampling(steps, guidance, shift, sampler, seed, passes)
+    options.check_number("--guidance-2", guidance_2)
     return Settings(negative=negative, seed=seed, size=options.parse_size(size) if size else None,
                     aspect=options.parse_aspect(aspect) if aspect else None,
                     resolution=options.parse_resolution(resolution) if resolution else None,
-                    frames=frames, seconds=seconds, fps=fps, steps=steps, guidance=guidance, shift=shift,
-                    sampler=sampler.lower() if sampler else None, passes=passes)
+                    frames=frames, seconds=seconds, fps=fps, steps=steps, guidance=guidance, guidance_2=guidance_2,
+                    shift=shift, sampler=sampler.lower() if sampler else None, passes=passes)
 
 
 def check_editing(fit: str = "crop", seconds: float | None = None, duration: float | None = None,

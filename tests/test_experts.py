@@ -183,6 +183,28 @@ def test_the_cli_renders_a_two_expert_model(capsys, tiny_experts_dir, tmp_path):
     assert code == 0, err
     meta = read_metadata(out)
     assert meta["guidance"] == meta["guidance_2"] == 4.0
+    # --guidance-2 sets the low-noise expert's, for generate, the editing commands and batch lines alike
+    second = tmp_path / "second.mp4"
+    code, _, err = call_sora(capsys, "generate", "a fox", "--model", str(tiny_experts_dir), "--out", str(second),
+                             "--frames", "5", "--steps", "4", "--guidance", "4", "--guidance-2", "2.5", "--quiet")
+    assert code == 0 and read_metadata(second)["guidance_2"] == 2.5, err
+    code, _, err = call_sora(capsys, "edit", str(second), "--prompt", "a cat", "--model", str(tiny_experts_dir),
+                             "--out", str(tmp_path / "cat.mp4"), "--steps", "4", "--guidance-2", "1.5", "--quiet")
+    assert code == 0 and read_metadata(tmp_path / "cat.mp4")["guidance_2"] == 1.5, err
+    lines = tmp_path / "p.jsonl"
+    lines.write_text('{"prompt": "a fox", "guidance_2": 3.5, "out": "batch.mp4"}\n')
+    code, _, err = call_sora(capsys, "batch", str(lines), "--out-dir", str(tmp_path / "b"), "--model",
+                             str(tiny_experts_dir), "--frames", "5", "--steps", "2", "--quiet")
+    assert code == 0 and read_metadata(tmp_path / "b" / "batch.mp4")["guidance_2"] == 3.5, err
+
+
+def test_a_second_guidance_scale_for_a_model_with_one_transformer_is_refused(capsys, tiny_wan_dir, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = call_sora(capsys, "generate", "a fox", "--model", str(tiny_wan_dir), "--guidance-2", "3",
+                               "--quiet")
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "two experts" in err and list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------- what is refused
