@@ -12,8 +12,8 @@ from .progress import Bars
 
 
 def render_to_file(label: str, settings, c: dict, make) -> None:
-    """What every rendering command ends with: name the output, load the model, encode what
-    `make(pipe, pipeline_kwargs)` renders to the MP4 as it is made, report. `c` holds the common options."""
+    """Write what `make(pipe, pipeline_kwargs)` renders to the MP4 as it is made, and report it. `label` names
+    the automatic file name; `c` holds the common options (model, out, device, metadata, ...)."""
     import dataclasses
     import secrets
 
