@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
 
 train_app = typer.Typer(no_args_is_help=True, help="Rebuild the embedded model sora-tiny from scratch.")
-TINY_DIR = Path(__file__).resolve().parent.parent / "weights" / "sora-tiny"
+TINY_DIR = Path(__file__).resolve().parent / "weights" / "sora-tiny"  # loading.KNOWN_MODELS["sora-tiny"]
 
 
 @train_app.command("vae")

@@ -27,8 +27,9 @@ from torch import nn
 
 from .errors import ModelError, OptionError
 
-# Known names for --model. The embedded model ships in the repository's weights/ folder.
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# Known names for --model. The embedded model ships inside the package (package data), so an installed wheel
+# finds it as a checkout does.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 KNOWN_MODELS: dict[str, str] = {
     "sora-tiny": str(WEIGHTS_DIR / "sora-tiny"),
     "wan2.1-t2v-1.3b": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",

@@ -271,7 +271,7 @@ def test_existing_configs_still_load_unchanged(tiny_wan_dir):
     """A guard for the checks above: every real config builds the same dataclass as without them."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
-    sora_tiny = Path(__file__).resolve().parent.parent / "weights" / "sora-tiny"
+    sora_tiny = Path(__file__).resolve().parent.parent / "sora_cli" / "weights" / "sora-tiny"
     with torch.device("meta"):
         wan14b = dict(WanTransformer3DModel().config), dict(AutoencoderKLWan().config)
     transformers = [WAN21_13B_TRANSFORMER, wan14b[0], read_json(tiny_wan_dir / "transformer" / "config.json"),
