@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import OptionError
+from .files import not_a_file
 from .naming import safe_join, slugify
 from .options import check_number, check_text
 from .request import STRENGTH, Settings, check_editing, parse_settings
@@ -141,7 +142,7 @@ def _read_text(file: str) -> tuple[str, str, Path]:
         data = stream.read() if stream is not None else sys.stdin.read().encode("utf-8")
         label, base = "<stdin>", Path.cwd()
     else:
-        if Path(file).exists() and not (Path(file).is_file() or Path(file).is_fifo()):  # a folder, /dev/zero
+        if not_a_file(Path(file)):
             raise OptionError(f"cannot read prompt file {file}: it is not a file")
         try:
             data = Path(file).read_bytes()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import options
+from . import files, options
 from .errors import OptionError
 
 log = logging.getLogger("sora")
@@ -70,7 +70,7 @@ def check(path: Path) -> None:
 
 @contextmanager
 def _reading(path: Path):
-    if path.exists() and not (path.is_file() or path.is_fifo()):  # a folder, or a device such as /dev/zero
+    if files.not_a_file(path):
         raise OptionError(f"cannot read {path}: it is not a file")
     try:
         yield

@@ -1,4 +1,4 @@
-"""Wan 2.2 A14B's two experts, and the model_index.json entries sora understands.
+"""Wan 2.2 A14B's two experts.
 
 A two-expert checkpoint names a `transformer_2` component and a `boundary_ratio` in model_index.json. Its
 `transformer` is the high-noise expert: it denoises every step whose timestep is at or above
@@ -8,9 +8,6 @@ at most 1 runs unguided, on the prompt alone. (diffusers guides both experts or 
 alone, so it renders otherwise where the first scale is above 1 and the second below 1, or the first at most 1
 and the second above.) The two share one shape, so the latents, the text context and the token grid are the
 same whichever runs; only the weights differ.
-
-A model folder holding anything else that sora does not load (an image encoder, another pipeline's
-components, Wan 2.2 TI2V's per-token timesteps) is refused by `check_index`, never quietly rendered without it.
 """
 
 from __future__ import annotations
@@ -21,39 +18,12 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from . import options
 from .errors import OptionError
-from .loading import is_named, names_nothing
+from .loading import is_named
 from .models.transformer import TransformerConfig, check_supported
 
-# Top-level model_index.json keys besides "_"-prefixed ones: the components sora loads and the two settings
-# it reads. A component diffusers wrote as [null, null] (one it was not given) names nothing and is fine.
-UNDERSTOOD = frozenset({"transformer", "transformer_2", "vae", "text_encoder", "tokenizer", "scheduler",
-                        "boundary_ratio", "expand_timesteps"})
-PIPELINE_CLASS = "WanPipeline"
-IMAGE_TO_VIDEO = ("image_encoder", "image_processor")
 # What the two experts must agree on for either to take the other's latents and text context.
 SHARED_SHAPE = ("in_channels", "out_channels", "patch_size", "text_dim")
-
-
-def check_index(index: dict) -> None:
-    """ValueError naming the first model_index.json entry sora does not understand."""
-    pipeline = index.get("_class_name", PIPELINE_CLASS)
-    if pipeline != PIPELINE_CLASS:
-        kind = "image-to-video checkpoints are" if "ImageToVideo" in str(pipeline) else "that pipeline is"
-        raise ValueError(f"model_index.json names a {str(pipeline)[:60]}; sora runs {PIPELINE_CLASS} "
-                         f"(text-to-video) folders, and {kind} not supported yet")
-    for key, entry in index.items():
-        if key.startswith("_") or key in UNDERSTOOD or names_nothing(entry):
-            continue
-        if key in IMAGE_TO_VIDEO:
-            raise ValueError(f"model_index.json names an {key}: image-to-video checkpoints are not supported yet")
-        raise ValueError(f"model_index.json names \"{key[:60]}\", which sora does not load")
-    expand = index.get("expand_timesteps")
-    if expand is True:
-        raise ValueError("expand_timesteps is true (Wan 2.2 TI2V, timesteps per token): not supported yet")
-    if expand not in (None, False):
-        raise ValueError(f"expand_timesteps must be true or false, got {str(expand)[:60]}")
 
 
 def boundary_ratio(index: dict) -> float | None:
@@ -96,13 +66,12 @@ def _show(value: object) -> str:
 
 def guidance_2(value: float | None, two_experts: bool, default: float | None, guidance: float) -> float | None:
     """The low-noise expert's guidance scale: the one given, else the model's default, else the guidance scale;
-    None for a model with one transformer. OptionError for one out of --guidance's range, or given to a model
-    with one transformer."""
+    None for a model with one transformer, for which giving one is an OptionError. Its range is checked with the
+    other sampling settings (options.check_sampling)."""
     if not two_experts:
         if value is not None:
             raise OptionError("a second guidance scale is only for a model with two experts (Wan 2.2 A14B)")
         return None
-    options.check_number("--guidance-2", value)
     return value if value is not None else guidance if default is None else default
 
 

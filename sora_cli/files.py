@@ -185,6 +185,13 @@ def _reserve(target: Path) -> tuple[Path, int]:
         os.close(fd)
 
 
+def not_a_file(path: Path) -> bool:
+    """Whether `path` exists but is neither a file nor a pipe: a folder, or a device such as /dev/zero, whose
+    reading would never end."""
+    path = Path(path)
+    return path.exists() and not (path.is_file() or path.is_fifo())
+
+
 def sentence(text: str) -> str:
     """A message as it reads after "could not write PATH: " ("no space left on device"; "MP4 ..." stays)."""
     return text[:1].lower() + text[1:] if text[1:2].islower() else text

@@ -138,8 +138,17 @@ def check_complete(folder: Path) -> None:
         raise ModelError(f"model at {folder} is incomplete: scheduler/scheduler_config.json is missing")
 
 
+# Top-level model_index.json keys besides "_"-prefixed ones: the components sora loads and the two settings
+# it reads. A component diffusers wrote as [null, null] (one it was not given) names nothing and is fine.
+UNDERSTOOD = frozenset({*COMPONENTS, "transformer_2", "boundary_ratio", "expand_timesteps"})
+PIPELINE_CLASS = "WanPipeline"
+IMAGE_TO_VIDEO = ("image_encoder", "image_processor")
+
+
 def check_index(folder: Path, index: dict) -> None:
-    """model_index.json names each component as [library, class]: anything else is refused here, not met later."""
+    """model_index.json names each component as [library, class], and nothing sora does not run (an image
+    encoder, another pipeline's components, Wan 2.2 TI2V's per-token timesteps): a folder holding more is
+    refused here, never quietly rendered without it."""
     for component in (*COMPONENTS, "transformer_2"):
         entry = index.get(component)
         if entry is None:
@@ -147,6 +156,30 @@ def check_index(folder: Path, index: dict) -> None:
         if not (isinstance(entry, list) and len(entry) == 2 and all(e is None or isinstance(e, str) for e in entry)):
             raise ModelError(f"{folder / 'model_index.json'}: \"{component}\" must be [library, class], "
                              f"not {json.dumps(entry)[:80]}")
+    problem = _not_run(index)
+    if problem:
+        raise ModelError(f"model at {folder} is not supported: {problem}")
+
+
+def _not_run(index: dict) -> str | None:
+    """Why sora cannot run what model_index.json describes; None when it can."""
+    pipeline = index.get("_class_name", PIPELINE_CLASS)
+    if pipeline != PIPELINE_CLASS:
+        kind = "image-to-video checkpoints are" if "ImageToVideo" in str(pipeline) else "that pipeline is"
+        return (f"model_index.json names a {str(pipeline)[:60]}; sora runs {PIPELINE_CLASS} (text-to-video) "
+                f"folders, and {kind} not supported yet")
+    for key, entry in index.items():
+        if key.startswith("_") or key in UNDERSTOOD or names_nothing(entry):
+            continue
+        if key in IMAGE_TO_VIDEO:
+            return f"model_index.json names an {key}: image-to-video checkpoints are not supported yet"
+        return f"model_index.json names \"{key[:60]}\", which sora does not load"
+    expand = index.get("expand_timesteps")
+    if expand is True:
+        return "expand_timesteps is true (Wan 2.2 TI2V, timesteps per token): not supported yet"
+    if expand not in (None, False):
+        return f"expand_timesteps must be true or false, got {str(expand)[:60]}"
+    return None
 
 
 def is_named(entry: object) -> bool:

@@ -162,8 +162,7 @@ def snap_size(width: int, height: int, multiple: int) -> tuple[int, int]:
 
 def frames_for_seconds(seconds: float, fps: float) -> int:
     check_number("--seconds", seconds)
-    if not 0 < fps <= MAX_FPS:
-        raise OptionError(f"--fps {fps} is not allowed; use {LIMITS['--fps'].allowed()}")
+    check_number("--fps", fps)
     frames = 4 * max(1, round(seconds * fps / 4)) + 1
     if frames > MAX_FRAMES:
         raise OptionError(f"--seconds {seconds:g} at {fps:g} fps is {frames} frames; at most {MAX_FRAMES} are "
@@ -194,10 +193,11 @@ DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16
 
 
 def check_sampling(num_steps: int | None = None, guidance_scale: float | None = None, shift: float | None = None,
-                   sampler: str | None = None, seed: int | None = None, passes: int | None = None) -> None:
+                   sampler: str | None = None, seed: int | None = None, passes: int | None = None,
+                   guidance_scale_2: float | None = None) -> None:
     """Raise OptionError for the first setting out of range; None means "the model's default"."""
     for option, value in (("--steps", num_steps), ("--guidance", guidance_scale), ("--shift", shift),
-                          ("--seed", seed)):
+                          ("--seed", seed), ("--guidance-2", guidance_scale_2)):
         check_number(option, value)
     if sampler is not None and sampler.lower() not in SAMPLERS:
         raise OptionError(f"--sampler '{sampler}' is not allowed; choose one of: {', '.join(SAMPLERS)}")

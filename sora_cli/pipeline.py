@@ -87,7 +87,6 @@ class ModelSpec:
         folder = resolve_model(None if model is None else str(model), offline=offline)
         index = read_json(folder / "model_index.json")
         try:
-            experts.check_index(index)
             ratio = experts.boundary_ratio(index)
             transformer = TransformerConfig.from_dict(read_json(folder / "transformer" / "config.json"))
             check_supported(transformer)  # here, so an unsupported network is refused before anything loads
@@ -242,7 +241,7 @@ class Pipeline:
         for side in (width, height):
             options.check_side(f"frame size {width}x{height}", side, high, why)
         num_frames = options.snap_frames(num_frames or d.num_frames)
-        options.check_sampling(num_steps, guidance_scale, shift, sampler, seed, passes)
+        options.check_sampling(num_steps, guidance_scale, shift, sampler, seed, passes, guidance_scale_2)
         num_steps = num_steps or d.num_steps
         guidance_scale = d.guidance_scale if guidance_scale is None else guidance_scale
         guidance_scale_2 = experts.guidance_2(guidance_scale_2, two_experts, d.guidance_scale_2, guidance_scale)

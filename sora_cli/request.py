@@ -65,8 +65,7 @@ def parse_settings(size: str | None = None, aspect: str | None = None, resolutio
     options.check_text("--negative", negative)
     for option, value in (("--fps", fps), ("--frames", frames), ("--seconds", seconds)):
         options.check_number(option, value)
-    options.check_sampling(steps, guidance, shift, sampler, seed, passes)
-    options.check_number("--guidance-2", guidance_2)
+    options.check_sampling(steps, guidance, shift, sampler, seed, passes, guidance_2)
     return Settings(negative=negative, seed=seed, size=options.parse_size(size) if size else None,
                     aspect=options.parse_aspect(aspect) if aspect else None,
                     resolution=options.parse_resolution(resolution) if resolution else None,
