@@ -8,7 +8,7 @@ the word "left" barely shifts a blurred average; with the start known, the word 
 transformer can learn (`learn_start_motion.py`, and the recipe's drill and settle stages). One object of the
 held-out split moving left, right, up or down, fast, 64x64, the same seed in both; captions from the drill's
 template or the held-out phrasings. Two figures a pass:
-- judged: `sora_cli.judge` calls the motion that direction (what `eval_sora_tiny.py` counts);
+- judged: `sora_cli.tiny.judge` calls the motion that direction (what `eval_sora_tiny.py` counts);
 - travel: the centroid's net travel points within 23 degrees of the asked direction and is at least 0.1 of the
   frame (a growing or splitting blob the judge calls "grow" still counts here).
 """
@@ -20,8 +20,9 @@ import argparse
 import numpy as np
 import torch
 
-from sora_cli import Pipeline, captions, judge, world
-from sora_cli.train.start_motion import DRILL_DIRECTIONS, template_caption
+from sora_cli import Pipeline
+from sora_cli.tiny import captions, judge, world
+from sora_cli.tiny.train.start_motion import DRILL_DIRECTIONS, template_caption
 
 
 def travels_as_asked(judgement: judge.Judgement, motion: str) -> bool:

@@ -34,8 +34,8 @@ import torch
 from safetensors.torch import save_file
 
 from sora_cli.loading import load_module
-from sora_cli.models.transformer import FP32_PARAM_PATTERNS, TransformerConfig, WanTransformer
-from sora_cli.models.vae import VAEConfig, WanVAE
+from sora_cli.models.wan.transformer import FP32_PARAM_PATTERNS, TransformerConfig, WanTransformer
+from sora_cli.models.wan.vae import VAEConfig, WanVAE
 
 # Wan-AI/Wan2.1-T2V-1.3B-Diffusers transformer/config.json (as tests/test_loading.py records it).
 WAN21_13B = dict(patch_size=[1, 2, 2], num_attention_heads=12, attention_head_dim=128, in_channels=16,

@@ -3,7 +3,7 @@
     python benchmarks/eval_editing.py [--scenes 4] [--model PATH] [--steps N] [--no-memory] [--out results.json]
 
 Inputs are clips of the synthetic world (one object moving in a straight line, training combinations), so the
-object can be tracked with `sora_cli.judge.centroids`. "Change" between two frames is their mean absolute pixel
+object can be tracked with `sora_cli.tiny.judge.centroids`. "Change" between two frames is their mean absolute pixel
 difference. Targets:
 - extension (forwards and backwards): the centroid velocity over the 8 frames after the join is within 25% of
   the velocity over the 8 frames before it (|v_after - v_before| <= 0.25 |v_before|), and the change across the
@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sora_cli import Pipeline, captions, editing, judge, world
+from sora_cli import Pipeline, editing
 from sora_cli.clips import Clip
 from sora_cli.mp4 import write_mp4
+from sora_cli.tiny import captions, judge, world
 from sora_cli.video import read_video
 
 WINDOW = 8  # frames over which a velocity is measured on each side of a join

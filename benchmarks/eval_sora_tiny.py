@@ -5,7 +5,7 @@
 
 Captions come from the world's held-out split: (shape, colour, background, motion) combinations and phrasings
 that training never saw. Each clip is generated at one of the five aspect-ratio buckets and measured with
-`sora_cli.judge`: background colour, object colour, shape, motion (all 13 kinds) and, for the 8 directional
+`sora_cli.tiny.judge`: background colour, object colour, shape, motion (all 13 kinds) and, for the 8 directional
 motions, direction; plus whether the object stays in frame. Also reports the VAE's reconstruction PSNR on
 held-out clips. `--frames 1` judges text-to-image instead: colour, background and shape mean the same there;
 motion and direction do not (one frame is judged still).
@@ -19,7 +19,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from sora_cli import Pipeline, captions, judge, world
+from sora_cli import Pipeline
+from sora_cli.tiny import captions, judge, world
 
 
 def in_frame(frames: np.ndarray, background: str) -> bool:
@@ -70,7 +71,7 @@ def main() -> None:
         print(f"{i:3d} {width}x{height} {'ok ' if all(verdict.values()) else 'MISS'} {text!r} "
               f"{ {k: v for k, v in verdict.items() if not v} or ''}", flush=True)
 
-    from sora_cli.train.vae import evaluate_psnr
+    from sora_cli.tiny.train.vae import evaluate_psnr
 
     figures = {k: round(float(np.mean(v)), 3) for k, v in hits.items()}
     figures["clips"], figures["frames"] = args.clips, args.frames

@@ -11,7 +11,7 @@ noise levels (shift 3), caption dropout 0.1, x0 prediction with the recipe's los
 steps, EMA 0.998. Giving each layout the same minutes asks which one a CPU (or a GPU) should spend them on. The
 EMA weights are written with sora-tiny's VAE and text encoder as a model folder at --out, and 100 held-out
 (colour, shape, background) combinations are drawn with the same template, one 64x64 frame each (20 steps,
-guidance 4, one pass), and judged by `sora_cli.judge`: colour, shape and background, in shares of 100.
+guidance 4, one pass), and judged by `sora_cli.tiny.judge`: colour, shape and background, in shares of 100.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sora_cli import Pipeline, judge, world
+from sora_cli import Pipeline
 from sora_cli.loading import resolve_model
-from sora_cli.models.transformer import TransformerConfig, WanTransformer
-from sora_cli.train.common import Ema, descend
-from sora_cli.train.dit import TINY_DIT, dit_loss
+from sora_cli.models.wan.transformer import TransformerConfig, WanTransformer
+from sora_cli.tiny import judge, world
+from sora_cli.tiny.train.common import Ema, descend
+from sora_cli.tiny.train.dit import TINY_DIT, dit_loss
 
 from probe_word_use import caption
 from probing import write_model_folder

@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sora_cli import world
-from sora_cli.models.transformer import frame_timesteps_to_tokens
+from sora_cli.models.wan.transformer import frame_timesteps_to_tokens
 from sora_cli.sampling import frame_noise
+from sora_cli.tiny import world
 
 from probe_word_use import caption, estimates, follow_along, pair
 from probing import drill, drill_parser, drilled_pipeline

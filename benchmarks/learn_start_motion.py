@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sora_cli import world
-from sora_cli.train.start_motion import DRILL_SIZE, drill_scenes, start_known_loss, template_caption
+from sora_cli.tiny import world
+from sora_cli.tiny.train.start_motion import DRILL_SIZE, drill_scenes, start_known_loss, template_caption
 
 from probe_word_use import estimates, follow_along, pair
 from probing import drill, drill_parser, drilled_pipeline
@@ -29,7 +29,7 @@ from probing import drill, drill_parser, drilled_pipeline
 @torch.no_grad()
 def training_set(pipe, clips: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C, F, h, w) latents of 17-frame 64x64 clips and (N, L, D) their captions' text states: the recipe's
-    drill clips (`sora_cli/train/start_motion.py`)."""
+    drill clips (`sora_cli/tiny/train/start_motion.py`)."""
     scenes = drill_scenes(np.random.default_rng(0), clips)
     latents = [pipe.encode(world.render(scene, *DRILL_SIZE))[0] for scene, _ in scenes]
     return torch.stack(latents), pipe.encode_text([text for _, text in scenes])

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from sora_cli import captions, world
-from sora_cli.models.transformer import frame_timesteps_to_tokens
+from sora_cli.models.wan.transformer import frame_timesteps_to_tokens
+from sora_cli.tiny import captions, world
 
 from probing import probe_parser, probed_pipeline
 

@@ -20,9 +20,10 @@ import json
 import numpy as np
 import torch
 
-from sora_cli import Pipeline, captions, world
-from sora_cli.models.transformer import frame_timesteps_to_tokens
+from sora_cli import Pipeline
+from sora_cli.models.wan.transformer import frame_timesteps_to_tokens
 from sora_cli.sampling import frame_noise
+from sora_cli.tiny import captions, world
 
 from probing import probe_parser, probed_pipeline
 

@@ -25,8 +25,8 @@ import copy
 import numpy as np
 import torch
 
-from sora_cli import world
-from sora_cli.models.transformer import frame_timesteps_to_tokens
+from sora_cli.models.wan.transformer import frame_timesteps_to_tokens
+from sora_cli.tiny import world
 
 from probing import probe_parser, probed_pipeline
 

@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 
 from sora_cli import Pipeline
 from sora_cli.loading import resolve_model
-from sora_cli.models.transformer import WanTransformer
-from sora_cli.train.common import descend, ema_weights
+from sora_cli.models.wan.transformer import WanTransformer
+from sora_cli.tiny.train.common import descend, ema_weights
 
 
 def probe_parser(doc: str | None) -> argparse.ArgumentParser:

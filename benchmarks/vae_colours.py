@@ -20,7 +20,8 @@ import argparse
 
 import numpy as np
 
-from sora_cli import Pipeline, judge, world
+from sora_cli import Pipeline
+from sora_cli.tiny import judge, world
 
 FRAMES = ("first frame", "later frames")
 

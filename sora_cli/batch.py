@@ -6,7 +6,7 @@ An item's output name holds its line, seed and prompt, so it identifies the item
 line need --force. A failing item is recorded with its error and the batch goes on.
 
 Every item is made as its mode's command makes it: the same `editing` function with the same options, its frames
-encoded into the MP4 as they are made (`Render.write`: no file until it is complete). So a `generate` item is the
+encoded into the MP4 as they are made (`Stream.write`: no file until it is complete). So a `generate` item is the
 file `sora generate` writes with the same settings and seed (up to a rounding step when it is denoised in a
 group). An item's inputs are read before the model is loaded: an item that cannot read them fails without it.
 Up to N consecutive text-to-video items that differ only in prompt and seed are denoised together
@@ -31,14 +31,14 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 from . import files, manifest
-from .batch_file import Editing, Item
-from .distributed import Group
+from .batch_file import BatchFile, Item, read_batch
+from .distributed import Group, Ranks
 from .errors import BusyError, OptionError, OutputError
-from .options import check_number
-from .request import EXTEND_SECONDS
+from .request import Request
+from .settings import of_mode
 
 ProgressFn = Callable[[str, int, int], None]
 RecordFn = Callable[[dict], None]
@@ -48,6 +48,58 @@ SizeFn = Callable[[Item], int]  # how many items of the item's kind are denoised
 AUTO_ITEMS = 8
 AUTO_TOKENS = 4096
 LOCK = ".sora-batch.lock"  # in the output folder while a batch renders into it; holds the batch's pid
+
+
+class Report(Protocol):
+    """What a batch tells the person who started it (the command line prints it)."""
+
+    def bad_line(self, batch: BatchFile, line: int, message: str) -> None: ...
+    def dry_run(self, batch: BatchFile, rows: list[tuple[Item, str, str | None]]) -> None: ...
+    def finished(self, batch: BatchFile, record: dict) -> None: ...
+    def summary(self, summary: "Summary", seconds: float) -> None: ...
+    def progress(self, stage: str, done: int, total: int) -> None: ...
+
+
+def execute(file: str, request: Request, defaults: dict, report: Report, ranks: Ranks) -> int:
+    """Run `sora batch`: read the prompt file (`defaults`: the command line's settings for its lines, as typed),
+    list it (dry run) or render it, and return the exit code: 0 all done, 2 bad lines, 3 some items failed.
+    Under torchrun, rank 0 speaks for the whole batch; the others report only their own failures."""
+    from .pipeline import Pipeline
+    from .spec import ModelSpec
+
+    r = request
+    if file == "-" and ranks.world > 1:
+        raise OptionError("torchrun ranks cannot share stdin; give the prompt file's name instead of -")
+    lead = ranks.rank == 0
+    parsed = read_batch(file, r.out_dir, defaults, r.repeat)
+    for line, message in parsed.errors if lead else ():
+        report.bad_line(parsed, line, message)
+    if r.dry_run:
+        rows = preview(parsed.items, r.out_dir, r.force) if lead else []
+        if lead:
+            report.dry_run(parsed, rows)
+        return 2 if parsed.errors else 3 if any(row[1] == "would fail" for row in rows) else 0
+    if parsed.errors:
+        if not lead:
+            return 2
+        raise OptionError(f"{parsed.label} has {len(parsed.errors)} bad line(s); nothing was rendered")
+
+    spec = functools.cache(lambda: ModelSpec.read(r.model, r.offline))  # read once: for auto sizes and the load
+
+    def load() -> Pipeline:
+        report.progress("load model", 0, 1)
+        pipe = Pipeline.from_pretrained(spec(), device=ranks.device(r.device), dtype=r.dtype, offline=r.offline,
+                                        offload=r.offload)
+        report.progress("load model", 1, 1)
+        return pipe
+
+    started = time.perf_counter()
+    with Group(ranks) as group:
+        summary = run(parsed.items, r.out_dir, group, load, r.force, lambda record: report.finished(parsed, record),
+                      report.progress, r.batch_size or auto_batch_size(spec))
+    if lead:
+        report.summary(summary, time.perf_counter() - started)
+    return summary.exit_code
 
 
 @dataclass
@@ -67,7 +119,7 @@ def done_names(out_dir: Path) -> set[str]:
     return {name for name in names if (Path(out_dir) / name).is_file()}
 
 
-def plan(items: list[Item], out_dir: Path, force: bool = False) -> list[int]:
+def to_render(items: list[Item], out_dir: Path, force: bool = False) -> list[int]:
     """Positions in `items` of the items to render now."""
     done = set() if force else done_names(out_dir)
     return [i for i, item in enumerate(items) if item.name not in done]
@@ -78,7 +130,7 @@ def preview(items: list[Item], out_dir: Path, force: bool = False) -> list[tuple
     An item would fail when an input that exists cannot be decoded (read_batch refuses missing ones)."""
     from .clips import check
 
-    todo = set(plan(items, out_dir, force))
+    todo = set(to_render(items, out_dir, force))
     checked: dict[str, str | None] = {}  # repeats and other lines share inputs: each file is checked once
     rows = []
     for i, item in enumerate(items):
@@ -103,7 +155,7 @@ def run(items: list[Item], out_dir: Path, group: Group, load_pipeline: Callable[
     out_dir = Path(out_dir)
     rank, world = group.ranks.rank, group.ranks.world
     with _own(out_dir, group):
-        todo = group.broadcast(plan(items, out_dir, force) if rank == 0 else None)
+        todo = group.broadcast(to_render(items, out_dir, force) if rank == 0 else None)
         # Ranks share out whole groups, so a group, and so its arithmetic, is the same on any number of ranks.
         mine = [[items[i] for i in unit] for unit in groups(items, todo, batch_size)[rank::world]]
         journal = out_dir / manifest.MANIFEST if world == 1 else manifest.part_path(out_dir, rank)
@@ -155,27 +207,15 @@ def _in_use(out_dir: Path, pid: int | None) -> BusyError:
                      "it has finished to render what is left")
 
 
-def parse_batch_size(text: str) -> int | None:
-    """--batch-size: a count (options.LIMITS), or auto (None)."""
-    if text.strip().lower() == "auto":
-        return None
-    try:
-        size = int(text)
-    except ValueError:
-        size = text  # named as typed in the message
-    check_number("--batch-size", size)
-    return size
-
-
 def auto_batch_size(read_spec: Callable[[], object]) -> SizeFn:
-    """--batch-size auto, from the model's configs (`pipeline.ModelSpec`, read on first use: a batch with nothing
+    """--batch-size auto, from the model's configs (`spec.ModelSpec`, read on first use: a batch with nothing
     left to render reads nothing). Batching pays where one clip leaves the device idle between small matrix
     products; a clip of a few thousand tokens keeps it busy alone, and a group would only multiply its memory."""
     read_spec = functools.cache(read_spec)
 
     def size(item: Item) -> int:
         spec = read_spec()
-        kw, d = item.settings.pipeline_kwargs(spec), spec.defaults
+        kw, d = item.request.pipeline_kwargs(spec), spec.defaults
         tokens = spec.tokens(kw["width"] or d.width, kw["height"] or d.height, kw["num_frames"] or d.num_frames)
         return max(1, min(AUTO_ITEMS, AUTO_TOKENS // tokens))
     return size
@@ -189,8 +229,8 @@ def groups(items: list[Item], todo: list[int], size: int | SizeFn) -> list[list[
     for i in todo:
         item = items[i]
         key = None
-        if item.mode == "generate" and not item.inputs and item.editing == Editing():
-            key = dataclasses.replace(item.settings, seed=None)
+        if item.mode == "generate" and not item.inputs and not item.request.loop:
+            key = dataclasses.replace(item.request, seed=None, prompt=None)
         if out and key is not None and key == previous and len(out[-1]) < cap:
             out[-1].append(i)
         else:
@@ -232,34 +272,16 @@ def render(units: list[list[Item]], out_dir: Path, journal: Path, load_pipeline:
     return rendered, total - rendered
 
 
-def make(pipe, item: Item, sources: list, kw: dict):
-    """The item's `editing.Render`: the editing function of its mode's command, called as that command calls it.
-    `kw`: the settings' pipeline_kwargs and on_progress, as `render_to_file` passes them."""
-    from . import editing
-
-    e, first = item.editing, sources[0] if sources else None
-    prompt = item.prompt or None  # none given: the prompt sora stored in the input, as the commands do
-    kw = dict(kw, fit=e.fit)
-    if item.mode == "extend":
-        return editing.extend(pipe, first, e.seconds or EXTEND_SECONDS, prompt, e.backward, **kw)
-    if item.mode == "loop":
-        return editing.loop(pipe, first, e.seconds, e.duration, prompt, **kw)
-    if item.mode == "connect":
-        return editing.connect(pipe, first, sources[1], e.seconds, prompt, **kw)
-    if item.mode == "edit":
-        return editing.edit(pipe, first, item.prompt, e.strength, **kw)
-    return editing.generate(pipe, item.prompt, first, e.loop, **kw)
-
-
 def requested(item: Item) -> dict:
     """What the line asked for (None: the model's default), for records of items that were not rendered."""
-    asked = {k: v for k, v in dataclasses.asdict(item.settings).items() if k != "seed"}
+    rows = of_mode(item.mode)
+    asked = {k: v for k, v in dataclasses.asdict(item.request).items()
+             if k in rows and k not in ("prompt", "seed", "image", "out", "repeat", "mode")}
     if item.mode != "generate":
         asked["mode"] = item.mode
     if item.inputs:
-        asked |= dict(image=item.image, video=list(item.videos))
-    default = dataclasses.asdict(Editing())
-    return asked | {k: v for k, v in dataclasses.asdict(item.editing).items() if v != default[k]}
+        asked |= dict(image=item.request.image, video=list(item.request.videos))
+    return asked
 
 
 def _render_unit(pipe, unit: list[Item], sources: list[list], out_dir: Path, progress: ProgressFn,
@@ -268,30 +290,29 @@ def _render_unit(pipe, unit: list[Item], sources: list[list], out_dir: Path, pro
     went wrong). A group's shared work is counted in its first item's seconds."""
     from . import editing
 
-    renders = None
+    streams = None
     if len(unit) > 1:
         try:
-            kw = unit[0].settings.pipeline_kwargs(pipe)
+            kw = unit[0].request.pipeline_kwargs(pipe)
             if editing.fits_one_window(pipe, pipe.resolve(unit[0].prompt, **kw)):  # else one by one
-                renders = editing.generate_many(pipe, [i.prompt for i in unit], [i.seed for i in unit], progress, **kw)
+                streams = editing.generate_many(pipe, [i.prompt for i in unit], [i.seed for i in unit], progress, **kw)
         except Exception as e:  # one bad group must not sink the batch; Ctrl-C is not an Exception
             yield from (_record(item, requested(item), "failed", str(e) or type(e).__name__, started) for item in unit)
             return
     for i, item in enumerate(unit):
-        made = (lambda: renders[i]) if renders else (
-            lambda: make(pipe, item, sources[i], dict(item.settings.pipeline_kwargs(pipe), on_progress=progress)))
+        made = (lambda: streams[i]) if streams else (lambda: editing.make(pipe, item.request, sources[i], progress))
         yield _write(item, made, out_dir, started)  # calls `made` at once, before the loop moves on
         started = time.perf_counter()
 
 
-def _write(item: Item, make_render: Callable, out_dir: Path, started: float) -> dict:
-    """Make the item's render and write it to its file; its record, failed if anything went wrong."""
+def _write(item: Item, make_stream: Callable, out_dir: Path, started: float) -> dict:
+    """Make the item's video and write it to its file; its record, failed if anything went wrong."""
     try:
-        render = make_render()
-        render.write(out_dir / item.name, overwrite=True)  # the model runs as the frames are encoded
+        stream = make_stream()
+        stream.write(out_dir / item.name, overwrite=True)  # the model runs as the frames are encoded
     except Exception as e:  # one bad item must not sink the batch; Ctrl-C is not an Exception
         return _record(item, requested(item), "failed", str(e) or type(e).__name__, started)
-    return _record(item, render.metadata, "ok", None, started)
+    return _record(item, stream.metadata, "ok", None, started)
 
 
 def _record(item: Item, parameters: dict, status: str, error: str | None, started: float) -> dict:

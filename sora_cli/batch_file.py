@@ -30,64 +30,35 @@ from pathlib import Path, PurePosixPath
 from .errors import OptionError
 from .files import not_a_file
 from .naming import safe_join, slugify
-from .options import check_number, check_text
-from .request import STRENGTH, Settings, check_editing, parse_settings
+from .request import Request, parse
+from .settings import BATCH, MODES, SETTINGS, check, of_command, of_mode
 
-SETTING_FIELDS = ("negative", "seed", "size", "aspect", "resolution", "frames", "seconds", "fps", "steps",
-                  "guidance", "guidance_2", "shift", "sampler", "passes")
-_NUMBER, _WHOLE, _TEXT, _FLAG = (int, float), (int,), (str,), (bool,)
-_TYPES = dict(prompt=_TEXT, negative=_TEXT, seed=_WHOLE, size=_TEXT, aspect=_TEXT, resolution=(str, int),
-              frames=_WHOLE, seconds=_NUMBER, fps=_WHOLE, steps=_WHOLE, guidance=_NUMBER, guidance_2=_NUMBER, shift=_NUMBER,
-              sampler=_TEXT, passes=_WHOLE, out=_TEXT, repeat=_WHOLE, image=_TEXT, video=(str, list), mode=_TEXT,
-              fit=_TEXT, loop=_FLAG, backward=_FLAG, duration=_NUMBER, strength=_NUMBER)
-# A line that gives one way of stating the size or the length drops the command line's other way, so that
-# `--size 64x64` with a line's `"aspect": "9:16"` is an override, not a conflict.
-_REPLACES = dict(size=("aspect", "resolution"), aspect=("size",), resolution=("size",), frames=("seconds",),
-                 seconds=("frames",))
-# What each mode's command takes (besides prompt, mode, out and repeat); `generate` with an `image` is
-# image-to-video, with `loop` a seamless loop.
-_EVERY_MODE = ("negative", "seed", "steps", "guidance", "guidance_2", "shift", "sampler", "size", "fit")
-MODE_FIELDS = dict(generate=(*_EVERY_MODE, "aspect", "resolution", "frames", "seconds", "fps", "passes", "image",
-                             "loop"),
-                   extend=(*_EVERY_MODE, "video", "seconds", "backward"),
-                   loop=(*_EVERY_MODE, "video", "seconds", "duration"),
-                   connect=(*_EVERY_MODE, "video", "seconds"),
-                   edit=(*_EVERY_MODE, "video", "strength"))
-MODES = tuple(MODE_FIELDS)
-_NEEDS_PROMPT = ("generate", "edit")
-
-
-@dataclass(frozen=True)
-class Editing:
-    """A line's options for its mode, as its command takes them (None: the command's default)."""
-
-    fit: str = "crop"
-    loop: bool = False  # generate
-    seconds: float | None = None  # extend: how much is added; loop, connect: the transition's length
-    backward: bool = False  # extend
-    duration: float | None = None  # loop
-    strength: float = STRENGTH  # edit
+LINE_ROWS = {s.name: s for s in SETTINGS if s.lines}  # every field a line may have; its JSON types
+_KIND = {(int, float): "a number", (int,): "a whole number", (str,): "text", (bool,): "true or false"}
+_OWN = ("mode", "out", "repeat", "video")  # the line's, not its video's: they name the item and its inputs
 
 
 @dataclass(frozen=True)
 class Item:
     line: int
-    prompt: str
-    settings: Settings  # its seed is always set
+    request: Request  # its seed is always set
     name: str  # the output inside DIR, "/"-separated
-    mode: str = "generate"
-    image: str | None = None
-    videos: tuple[str, ...] = ()
-    editing: Editing = Editing()
 
     @property
-    def inputs(self) -> tuple[str, ...]:
-        """The files the item reads: its image or its videos."""
-        return (self.image,) + self.videos if self.image else self.videos
+    def prompt(self) -> str:
+        return self.request.prompt or ""
+
+    @property
+    def mode(self) -> str:
+        return self.request.mode
 
     @property
     def seed(self) -> int:
-        return self.settings.seed
+        return self.request.seed
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.request.inputs
 
 
 @dataclass
@@ -164,15 +135,13 @@ def _json_fields(raw: str) -> dict:
         raise LineError(f"not valid JSON ({e})") from None
     if not isinstance(fields, dict):
         raise LineError("a jsonl line must be one JSON object, e.g. {\"prompt\": \"a red fox\"}")
-    unknown = sorted(set(fields) - set(_TYPES))
+    unknown = sorted(set(fields) - set(LINE_ROWS))
     if unknown:
-        raise LineError(f"unknown field {', '.join(map(repr, unknown))}; allowed: {', '.join(_TYPES)}")
+        raise LineError(f"unknown field {', '.join(map(repr, unknown))}; allowed: {', '.join(LINE_ROWS)}")
     for key, value in fields.items():
-        kinds = _TYPES[key]
-        if not isinstance(value, kinds) or (isinstance(value, bool) and kinds != _FLAG):  # True is an int too
-            kind = {_NUMBER: "a number", _WHOLE: "a whole number", _TEXT: "text", _FLAG: "true or false"}.get(
-                kinds, "text or a list")
-            raise LineError(f"'{key}' must be {kind}, got {json.dumps(value)}")
+        kinds = LINE_ROWS[key].accepts
+        if not isinstance(value, kinds) or (isinstance(value, bool) and kinds != (bool,)):  # True is an int too
+            raise LineError(f"'{key}' must be {_KIND.get(kinds, 'text or a list')}, got {json.dumps(value)}")
     return fields
 
 
@@ -186,31 +155,25 @@ def _items(line: int, fields: dict, defaults: dict, repeat: int, out_dir: Path, 
     if mode not in MODES:
         raise LineError(f"mode '{mode}' is not allowed; choose one of: {', '.join(MODES)}")
     image, videos = _inputs(mode, fields, base)
-    foreign = [k for k in fields if k not in (*MODE_FIELDS[mode], "prompt", "mode", "out", "repeat")]
+    rows = of_mode(mode)
+    foreign = [k for k in fields if k not in rows]
     if foreign:
         raise LineError(f"mode '{mode}' does not take {', '.join(map(repr, foreign))}; it takes: "
-                        f"{', '.join(MODE_FIELDS[mode])}")
-    prompt = fields.get("prompt", "").strip()
-    check_text("the prompt", prompt)
-    if "prompt" in fields and not prompt:  # as on the command line: to keep an input's own prompt, give none
-        raise LineError("the prompt is empty")
-    if not prompt and mode in _NEEDS_PROMPT:
-        raise LineError("'prompt' is missing")
-    # An editing mode's `seconds` is its own option, not the video's length (see the module's docstring).
-    taken = [k for k in SETTING_FIELDS if k in MODE_FIELDS[mode] and (mode == "generate" or k != "seconds")]
-    own_options = [f.name for f in dataclasses.fields(Editing) if f.name in fields and f.name not in taken]
-    editing = Editing(**{k: fields[k] for k in own_options})
-    check_editing(editing.fit, editing.seconds, editing.duration, editing.strength)
-
-    own = {k: fields[k] for k in taken if k in fields}
-    merged = {k: v for k, v in defaults.items() if k in taken and not any(k in _REPLACES.get(o, ()) for o in own)}
-    merged |= own
-    if isinstance(merged.get("resolution"), int):
-        merged["resolution"] = str(merged["resolution"])
-    settings = parse_settings(**merged)
+                        f"{', '.join(k for k in rows if k not in _OWN)}")
+    own = {k: v for k, v in fields.items() if k not in _OWN} | ({"image": image} if image else {})
+    if "prompt" in own:
+        own["prompt"] = own["prompt"].strip()
+    # The command line's values are defaults for the lines whose mode takes the same setting (`seconds` of an
+    # editing mode is not the video's length); one that the line says another way gives way to the line's.
+    batch = of_command(BATCH)
+    taken = {k: v for k, v in defaults.items() if k in rows and rows[k] is batch.get(k)}
+    merged = {k: v for k, v in taken.items() if not any(k in rows[o].excludes for o in own)} | own
+    request = parse({k: row for k, row in rows.items() if k not in _OWN}, merged, mode, videos,
+                    labels={"prompt": "the prompt"})
     repeat = fields.get("repeat", repeat)
-    check_number("--repeat", repeat)
-    first = line_seed(line, prompt) if settings.seed is None else settings.seed
+    check(rows["repeat"], repeat)
+    prompt = request.prompt or ""
+    first = line_seed(line, prompt) if request.seed is None else request.seed
     if first + repeat - 1 >= 2**63:
         raise LineError(f"seed {first} + {repeat} repeats goes past 2^63-1")
 
@@ -218,7 +181,7 @@ def _items(line: int, fields: dict, defaults: dict, repeat: int, out_dir: Path, 
     for seed in range(first, first + repeat):
         name = _out_name(fields["out"], seed if repeat > 1 else None, out_dir) if "out" in fields else \
             f"{line:04d}_{seed}_{slugify(prompt or Path(videos[0]).stem)}.mp4"
-        items.append(Item(line, prompt, dataclasses.replace(settings, seed=seed), name, mode, image, videos, editing))
+        items.append(Item(line, dataclasses.replace(request, seed=seed), name))
     return items
 
 

@@ -13,13 +13,16 @@ Positions are latent frames: position 0 is one video frame, every later one `tem
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .conditioning import KnownFrames
+
+if TYPE_CHECKING:
+    from .pipeline import Job, Pipeline
 
 StepFn = Callable[[int, int], None]  # (done, total) denoising steps over all windows
 
@@ -97,7 +100,7 @@ def windows(plan: Plan) -> list[tuple[int, int]]:
     return spans + ([(max(0, n - f), n)] if last < n else [])
 
 
-def run(pipe, job, context: Tensor, plan: Plan, generator: torch.Generator,
+def run(pipe: Pipeline, job: Job, context: Tensor, plan: Plan, generator: torch.Generator,
         on_step: StepFn | None = None) -> Iterator[Tensor]:
     """Yields the sequence's latent frames (1, C, 1, h, w) in order, each as soon as it is final."""
     spans = windows(plan)
@@ -166,7 +169,7 @@ def _anchor(latents: Tensor, new: list[int], reference: Tensor, backward: bool) 
     return out
 
 
-def decode(pipe, latents: Iterator[Tensor], first: int, stop: int) -> Iterator[np.ndarray]:
+def decode(pipe: Pipeline, latents: Iterator[Tensor], first: int, stop: int) -> Iterator[np.ndarray]:
     """Video frames first .. stop-1 of a latent stream, as (t, H, W, 3) uint8 chunks, decoding no further."""
     position = 0
     with pipe.decoding() as push:

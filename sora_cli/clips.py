@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import files, options
+from . import files
 from .errors import OptionError
+from .shapes import size_for_area
 
 log = logging.getLogger("sora")
 
@@ -85,7 +86,7 @@ def _reading(path: Path):
 def target_size(clip: Clip, area: int, multiple: int) -> tuple[int, int]:
     """The size, multiples of `multiple`, closest to the clip's aspect ratio with about `area` pixels."""
     width, height = clip.size
-    return options.size_for_area(width / height, area, multiple)
+    return size_for_area(width / height, area, multiple)
 
 
 def conform(clip: Clip, fps: float, size: tuple[int, int], fit: str = "crop") -> Clip:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .models.transformer import frame_timesteps_to_tokens
+from .models.wan.transformer import frame_timesteps_to_tokens
 from .sampling import add_noise
 
 CLEAN_TOKENS = "clean_tokens"

@@ -22,23 +22,28 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from . import chain, clips
 from .clips import Clip
 from .errors import OptionError
-from .request import EXTEND_SECONDS, STRENGTH, check_editing
+from .settings import check, of_mode
+
+if TYPE_CHECKING:
+    from .pipeline import Job, Pipeline
+    from .request import Request
 
 log = logging.getLogger("sora")
+EXTEND_SECONDS = of_mode("extend")["seconds"].default
+STRENGTH = of_mode("edit")["strength"].default
 ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass
-class Render:
+class Stream:
     """A video being made: the model runs as `chunks` is iterated, each a (t, H, W, 3) uint8 array."""
 
     chunks: Iterator[np.ndarray]
@@ -58,14 +63,30 @@ class Render:
         return Path(path)
 
 
-def window(pipe) -> tuple[int, int]:
+def make(pipe: Pipeline, request: Request, sources: list[Clip], on_progress: ProgressFn | None = None) -> Stream:
+    """The request's video, made by the function of its mode as its command makes it. `sources`: its inputs,
+    read. A request without a prompt takes the one sora stored in its input."""
+    r, first = request, sources[0] if sources else None
+    kw = dict(r.pipeline_kwargs(pipe), fit=r.fit, on_progress=on_progress)
+    if r.mode == "extend":
+        return extend(pipe, first, r.seconds, r.prompt or None, r.backward, **kw)
+    if r.mode == "loop":
+        return loop(pipe, first, r.seconds, r.duration, r.prompt or None, **kw)
+    if r.mode == "connect":
+        return connect(pipe, first, sources[1], r.seconds, r.prompt or None, **kw)
+    if r.mode == "edit":
+        return edit(pipe, first, r.prompt, r.strength, **kw)
+    return generate(pipe, r.prompt, first, r.loop, **kw)
+
+
+def window(pipe: Pipeline) -> tuple[int, int]:
     """(latent frames the model takes at once, latent frames carried from one window into the next)."""
-    frames = pipe.latent_frames(pipe.defaults.num_frames)
+    frames = pipe.window
     return frames, max(1, min(max(2, frames // 4), frames - 1))
 
 
-def generate(pipe, prompt: str, image: Clip | None = None, loop: bool = False, fit: str = "crop",
-             on_progress: ProgressFn | None = None, **settings) -> Render:
+def generate(pipe: Pipeline, prompt: str, image: Clip | None = None, loop: bool = False, fit: str = "crop",
+             on_progress: ProgressFn | None = None, **settings) -> Stream:
     """A video for the prompt, as long as asked (windows beyond the model's own length), optionally starting
     from an image and/or looping: its last frame flows into its first, so it has one frame fewer than asked."""
     if image is not None and settings.get("width") is None and settings.get("height") is None:
@@ -80,24 +101,26 @@ def generate(pipe, prompt: str, image: Clip | None = None, loop: bool = False, f
         head = pipe.encode(image.frames)  # (1, C, 1, h, w)
     tail = max(1, k - 1) if loop else 0
     if loop and length < tail + 2:  # the loop's end copies latents 1..tail, which must be made before it
-        raise OptionError(f"--loop needs at least {pipe.vae.temporal_stride * (tail + 1) + 1} frames with this model")
+        raise OptionError(f"--loop needs at least {pipe.temporal_stride * (tail + 1) + 1} frames with this model")
     plan = chain.Plan(length + tail, f, k, head=head, loop_tail=tail, anchor=True)
     total = job.num_frames - 1 if loop else job.num_frames
-    made = _make(pipe, job, plan, 0, total, on_progress, "--loop" if loop else "--frames")
+    made = _frames(pipe, job, plan, 0, total, on_progress, "--loop" if loop else "--frames")
+    spans = len(chain.windows(plan))
+    if spans == 1 and head is None and not loop:  # plain text-to-video in one window: the pipeline's own path
+        made = _sampled(pipe, job, on_progress)
     if image is not None:
         made = _replace_first(made, image.frames[0])
-    spans = len(chain.windows(plan))
     extra = dict(image=image and image.name, loop=loop or None, windows=spans if spans > 1 else None)
-    return _render(job, made, total, "generate", {key: v for key, v in extra.items() if v is not None})
+    return _stream(job, made, total, "generate", {key: v for key, v in extra.items() if v is not None})
 
 
-def fits_one_window(pipe, job) -> bool:
+def fits_one_window(pipe: Pipeline, job) -> bool:
     """Whether the job's text-to-video clip is made in one window: what `generate_many` batches."""
     return pipe.latent_frames(job.num_frames) <= window(pipe)[0]
 
 
-def generate_many(pipe, prompts: list[str], seeds: list[int], on_progress: ProgressFn | None = None,
-                  **settings) -> list[Render]:
+def generate_many(pipe: Pipeline, prompts: list[str], seeds: list[int], on_progress: ProgressFn | None = None,
+                  **settings) -> list[Stream]:
     """Text-to-video clips that share every setting but prompt and seed, denoised together as one batch: the
     clips `generate` makes one at a time, faster, and equal to them up to a rounding step (a batched matrix
     product rounds a little differently). Each must fit in one window; each is decoded as it is written."""
@@ -105,39 +128,47 @@ def generate_many(pipe, prompts: list[str], seeds: list[int], on_progress: Progr
     if not fits_one_window(pipe, jobs[0]):
         raise OptionError(f"only clips of one window ({pipe.defaults.num_frames} frames or fewer) are made together")
     progress = on_progress or (lambda stage, done, total: None)
-    contexts = [pipe.encode_prompt(job, progress) for job in jobs]  # each (1 or 2, L, D): prompt, negative
-    context = torch.cat([c[:1] for c in contexts] + [c[1:] for c in contexts])
-    noise = torch.cat([pipe.draw_noise(job, torch.Generator("cpu").manual_seed(job.seed)) for job in jobs])
-    latents = pipe.denoise(jobs[0], context, noise, on_step=lambda i, n: progress("denoise", i, n))
-    return [_render(job, _decode(pipe, iter(latents[i:i + 1].split(1, dim=2)), 0, job.num_frames, progress),
+    latents = pipe.sample(jobs, on_progress=progress)
+    return [_stream(job, _decode(pipe, iter(latents[i:i + 1].split(1, dim=2)), 0, job.num_frames, progress),
                     job.num_frames, "generate", {}) for i, job in enumerate(jobs)]
 
 
-def extend(pipe, clip: Clip, seconds: float = EXTEND_SECONDS, prompt: str | None = None, backward: bool = False,
-           fit: str = "crop", on_progress: ProgressFn | None = None, **settings) -> Render:
+def _sampled(pipe: Pipeline, job: Job, on_progress: ProgressFn | None) -> Iterator[np.ndarray]:
+    """The job's frames by `Pipeline.sample`, made lazily: the model runs on iteration."""
+    progress = on_progress or (lambda stage, done, total: None)
+
+    def frames() -> Iterator[np.ndarray]:
+        latents = pipe.sample([job], on_progress=progress)
+        yield from _decode(pipe, iter(latents.split(1, dim=2)), 0, job.num_frames, progress)
+
+    return frames()
+
+
+def extend(pipe: Pipeline, clip: Clip, seconds: float = EXTEND_SECONDS, prompt: str | None = None, backward: bool = False,
+           fit: str = "crop", on_progress: ProgressFn | None = None, **settings) -> Stream:
     """The clip with `seconds` of new frames after it (or before it, backwards)."""
     job, clip = _prepare(pipe, prompt, clip, fit, settings)
     f, k = window(pipe)
-    st = pipe.vae.temporal_stride
+    st = pipe.temporal_stride
     new = max(1, round(seconds * job.fps))
     if not backward:
         a = min(k, (len(clip.frames) - 1) // st + 1)
         skip = 1 + st * (a - 1)  # the decoded frames of the clip's own end
         plan = chain.Plan(a + math.ceil(new / st), f, k, head=encode_end(pipe, clip.frames, a), anchor=True)
-        parts = [[clip.frames], _make(pipe, job, plan, skip, skip + new, on_progress)]
+        parts = [[clip.frames], _frames(pipe, job, plan, skip, skip + new, on_progress)]
     else:
         b = min(k, max(1, (len(clip.frames) - 1) // st))
         g = math.ceil(new / st) + 1  # the last generated latent ends on the clip's first frame
         plan = chain.Plan(g + b, f, k, tail=encode_start(pipe, clip.frames, b), backward=True, anchor=True)
         end = st * (g - 1)
-        parts = [_make(pipe, job, plan, end - new, end, on_progress), [clip.frames]]
+        parts = [_frames(pipe, job, plan, end - new, end, on_progress), [clip.frames]]
     extra = dict(source=clip.name, backward=backward, new_frames=new)
-    return _render(job, itertools.chain(*parts), len(clip.frames) + new, "extend", extra)
+    return _stream(job, itertools.chain(*parts), len(clip.frames) + new, "extend", extra)
 
 
-def loop(pipe, clip: Clip, seconds: float | None = None, duration: float | None = None,
+def loop(pipe: Pipeline, clip: Clip, seconds: float | None = None, duration: float | None = None,
          prompt: str | None = None, fit: str = "crop", on_progress: ProgressFn | None = None,
-         **settings) -> Render:
+         **settings) -> Stream:
     """The clip and a transition from its end back to its start, repeated for `duration` seconds if given."""
     job, clip = _prepare(pipe, prompt, clip, fit, settings)
     made, count = bridge(pipe, job, clip.frames, clip.frames, seconds, on_progress)
@@ -155,39 +186,39 @@ def loop(pipe, clip: Clip, seconds: float | None = None, duration: float | None 
             yield piece
 
     extra = dict(source=clip.name, transition_frames=count, period_frames=period, duration=duration)
-    return _render(job, chunks(), total, "loop", extra)
+    return _stream(job, chunks(), total, "loop", extra)
 
 
-def connect(pipe, first: Clip, second: Clip, seconds: float | None = None, prompt: str | None = None,
-            fit: str = "crop", on_progress: ProgressFn | None = None, **settings) -> Render:
+def connect(pipe: Pipeline, first: Clip, second: Clip, seconds: float | None = None, prompt: str | None = None,
+            fit: str = "crop", on_progress: ProgressFn | None = None, **settings) -> Stream:
     """The first clip, a transition from its end into the second clip's start, then the second clip."""
     job, first = _prepare(pipe, prompt, first, fit, settings)
     second = clips.conform(second, job.fps, (job.width, job.height), fit)
     made, count = bridge(pipe, job, first.frames, second.frames, seconds, on_progress)
     extra = dict(source=first.name, target=second.name, transition_frames=count)
     total = len(first.frames) + count + len(second.frames)
-    return _render(job, itertools.chain([first.frames], made, [second.frames]), total, "connect", extra)
+    return _stream(job, itertools.chain([first.frames], made, [second.frames]), total, "connect", extra)
 
 
-def edit(pipe, clip: Clip, prompt: str, strength: float = STRENGTH, fit: str = "crop",
-         on_progress: ProgressFn | None = None, **settings) -> Render:
+def edit(pipe: Pipeline, clip: Clip, prompt: str, strength: float = STRENGTH, fit: str = "crop",
+         on_progress: ProgressFn | None = None, **settings) -> Stream:
     """Video-to-video: the clip's latents noised to `strength` (1 = pure noise) and denoised with the prompt."""
-    check_editing(strength=strength)
+    check(of_mode("edit")["strength"], strength, "strength")
     job, clip = _prepare(pipe, prompt, clip, fit, settings)
     f, k = window(pipe)
-    st = pipe.vae.temporal_stride
+    st = pipe.temporal_stride
     count = st * math.ceil((len(clip.frames) - 1) / st) + 1  # the VAE takes 4n + 1 frames: hold the last one
     source = pipe.encode(clips.hold(clip.frames, count))
     plan = chain.Plan(source.shape[2], f, k, source=source, strength=strength)
-    made = _make(pipe, job, plan, 0, len(clip.frames), on_progress)
-    return _render(job, made, len(clip.frames), "edit", dict(source=clip.name, strength=strength))
+    made = _frames(pipe, job, plan, 0, len(clip.frames), on_progress)
+    return _stream(job, made, len(clip.frames), "edit", dict(source=clip.name, strength=strength))
 
 
-def bridge(pipe, job, before: np.ndarray, after: np.ndarray, seconds: float | None,
+def bridge(pipe: Pipeline, job: Job, before: np.ndarray, after: np.ndarray, seconds: float | None,
            on_progress: ProgressFn | None) -> tuple[Iterator[np.ndarray], int]:
     """New frames leading from the end of `before` into the start of `after`, and how many (4n - 1)."""
     f, k = window(pipe)
-    st = pipe.vae.temporal_stride
+    st = pipe.temporal_stride
     # as much of each clip as the window allows, the start of the second one frame shorter (its frame 0 is made)
     b = max(1, min(k - 1, (len(after) - 1) // st, f - k - 1))
     a = max(1, min(k, (len(before) - 1) // st + 1, f - b - 1))
@@ -197,23 +228,23 @@ def bridge(pipe, job, before: np.ndarray, after: np.ndarray, seconds: float | No
         log.warning("a transition has 4n-1 frames; using %d (%.2f s)", count, count / job.fps)
     plan = chain.Plan(a + g + b, f, k, head=encode_end(pipe, before, a), tail=encode_start(pipe, after, b))
     skip = 1 + st * (a - 1)
-    return _make(pipe, job, plan, skip, skip + count, on_progress, "--seconds"), count
+    return _frames(pipe, job, plan, skip, skip + count, on_progress, "--seconds"), count
 
 
-def encode_end(pipe, frames: np.ndarray, count: int) -> Tensor:
+def encode_end(pipe: Pipeline, frames: np.ndarray, count: int) -> Tensor:
     """The clip's last 1 + 4(count-1) frames encoded as a clip of their own: (1, C, count, h, w)."""
-    need = 1 + pipe.vae.temporal_stride * (count - 1)
+    need = 1 + pipe.temporal_stride * (count - 1)
     return pipe.encode(clips.hold(frames[-need:], need, at_start=True))
 
 
-def encode_start(pipe, frames: np.ndarray, count: int) -> Tensor:
+def encode_start(pipe: Pipeline, frames: np.ndarray, count: int) -> Tensor:
     """Latents 1 .. count of the clip's own encoding (frames 1 .. 4 count, seen after frame 0): how its start
     looks in the middle of a longer video. A clip too short holds its last frame. (1, C, count, h, w)."""
-    need = 1 + pipe.vae.temporal_stride * count
+    need = 1 + pipe.temporal_stride * count
     return pipe.encode(clips.hold(frames[:need], need))[:, :, 1:]
 
 
-def _prepare(pipe, prompt: str | None, clip: Clip, fit: str, settings: dict):
+def _prepare(pipe: Pipeline, prompt: str | None, clip: Clip, fit: str, settings: dict):
     """The job for editing `clip`, sized after it unless a size is given, and the clip brought to it.
     Without a prompt, the one sora wrote into the clip is used, if any."""
     if settings.get("width") is None and settings.get("height") is None:
@@ -224,7 +255,7 @@ def _prepare(pipe, prompt: str | None, clip: Clip, fit: str, settings: dict):
     return job, clips.conform(clip, job.fps, (job.width, job.height), fit)
 
 
-def _make(pipe, job, plan: chain.Plan, first: int, stop: int, on_progress: ProgressFn | None,
+def _frames(pipe: Pipeline, job: Job, plan: chain.Plan, first: int, stop: int, on_progress: ProgressFn | None,
           option: str = "--seconds") -> Iterator[np.ndarray]:
     """Decoded frames first .. stop-1 of the plan's latents, made lazily: the model runs on iteration."""
     try:
@@ -235,14 +266,13 @@ def _make(pipe, job, plan: chain.Plan, first: int, stop: int, on_progress: Progr
 
     def frames() -> Iterator[np.ndarray]:
         context = pipe.encode_prompt(job, progress)
-        generator = torch.Generator("cpu").manual_seed(job.seed)
-        latents = chain.run(pipe, job, context, plan, generator, lambda i, n: progress("denoise", i, n))
+        latents = chain.run(pipe, job, context, plan, job.generator(), lambda i, n: progress("denoise", i, n))
         yield from _decode(pipe, latents, first, stop, progress)
 
     return frames()
 
 
-def _decode(pipe, latents: Iterator[Tensor], first: int, stop: int, progress: ProgressFn) -> Iterator[np.ndarray]:
+def _decode(pipe: Pipeline, latents: Iterator[Tensor], first: int, stop: int, progress: ProgressFn) -> Iterator[np.ndarray]:
     """Frames first .. stop-1 of a latent stream, reporting progress as they are decoded."""
     done = 0
     for chunk in chain.decode(pipe, latents, first, stop):
@@ -260,6 +290,6 @@ def _replace_first(chunks: Iterable[np.ndarray], frame: np.ndarray) -> Iterator[
     yield from it
 
 
-def _render(job, chunks: Iterable[np.ndarray], total: int, operation: str, extra: dict) -> Render:
+def _stream(job, chunks: Iterable[np.ndarray], total: int, operation: str, extra: dict) -> Stream:
     metadata = dict(job.metadata, operation=operation, num_frames=total, **extra)
-    return Render(iter(chunks), total, job.fps, job.seed, metadata)
+    return Stream(iter(chunks), total, job.fps, job.seed, metadata)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .errors import OptionError
 from .loading import is_named
-from .models.transformer import TransformerConfig, check_supported
+from .models.wan.transformer import TransformerConfig, check_supported
 
 # What the two experts must agree on for either to take the other's latents and text context.
 SHARED_SHAPE = ("in_channels", "out_channels", "patch_size", "text_dim")
@@ -67,7 +67,7 @@ def _show(value: object) -> str:
 def guidance_2(value: float | None, two_experts: bool, default: float | None, guidance: float) -> float | None:
     """The low-noise expert's guidance scale: the one given, else the model's default, else the guidance scale;
     None for a model with one transformer, for which giving one is an OptionError. Its range is checked with the
-    other sampling settings (options.check_sampling)."""
+    other sampling settings (settings.check_keywords)."""
     if not two_experts:
         if value is not None:
             raise OptionError("a second guidance scale is only for a model with two experts (Wan 2.2 A14B)")

@@ -1,14 +1,13 @@
 """Text to video: encode the prompt, draw noise, denoise step by step, decode.
 
-`Pipeline.from_pretrained(model)` loads the networks of a Diffusers-layout folder (a transformer, or Wan 2.2
-A14B's two experts, see experts.py; a VAE and a text encoder); calling the pipeline runs the fixed-step
-flow-matching sampler and returns uint8 frames.
+`Pipeline.from_pretrained(model)` loads the networks of a Diffusers-layout folder (spec.py reads its configs: a
+transformer, or Wan 2.2 A14B's two experts, see experts.py; a VAE and a text encoder); calling the pipeline runs
+the fixed-step flow-matching sampler and returns uint8 frames.
 """
 
 from __future__ import annotations
 
 import contextlib
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -17,105 +16,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import experts, options
-from .errors import ModelError
-from .loading import load_module, open_device, read_json, resolve_model, text_encoder_dirs
-from .models import checks
-from .models.text_encoder import TextEncoder
-from .models.transformer import FP32_PARAM_PATTERNS, TransformerConfig, WanTransformer, check_supported
-from .models.vae import VAEConfig, WanVAE
+from . import experts, settings
 from .conditioning import Guide, KnownFrames, conditioning_mode, sdedit_start
+from .loading import load_module, open_device, text_encoder_dirs
+from .models.text_encoder import TextEncoder
+from .models.wan.transformer import FP32_PARAM_PATTERNS, WanTransformer
+from .models.wan.vae import WanVAE
+from .request import random_seed
 from .sampling import SamplerConfig, flow_sigmas, frame_noise, sample
-
-# Wan's own default negative prompt (its shared config), used when a Wan checkpoint names none.
-WAN_NEGATIVE_PROMPT = (
-    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
-    "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
-    "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
-)
+from .shapes import snap_frames, snap_size
+from .spec import Defaults, ModelSpec
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-@dataclass
-class Defaults:
-    """Generation defaults of a model. Wan's values unless model_index.json overrides them under "_sora"."""
-
-    width: int = 832
-    height: int = 480
-    num_frames: int = 81
-    fps: int = 16
-    num_steps: int = 50
-    guidance_scale: float = 5.0
-    guidance_scale_2: float | None = None  # the low-noise expert's, for a two-expert model; None: guidance_scale
-    text_length: int = 512
-    negative_prompt: str = WAN_NEGATIVE_PROMPT
-    conditioning: str | None = None  # "clean_tokens" for a model trained with clean-frame masks (conditioning.py)
-    noise_correlation: float = 0.0  # between latent frames, as the model was trained (sampling.frame_noise)
-    passes: int = 1  # 2: text-to-video draws the first frame, then animates it (a model trained to do that)
-
-    @classmethod
-    def from_model_index(cls, index: dict) -> "Defaults":
-        """The `_sora` entries this class names, checked (ValueError names one that is not usable)."""
-        own = {k: v for k, v in index.get("_sora", {}).items() if k in cls.__dataclass_fields__}
-        checks.whole_numbers(own, "width", "height", "num_frames", "fps", "num_steps", "text_length", "passes")
-        checks.number(own, "guidance_scale", 0)
-        checks.number(own, "guidance_scale_2", 0)
-        checks.number(own, "noise_correlation", 0, 1)
-        checks.string(own, "negative_prompt")
-        checks.string(own, "conditioning", nullable=True)
-        return cls(**own)
-
-
-@dataclass
-class ModelSpec:
-    """A model folder's configs, read without its weights: enough to size a job before the model is loaded."""
-
-    name: str  # as the user gave it, or the folder's name
-    folder: Path
-    index: dict
-    defaults: Defaults
-    transformer: TransformerConfig  # the only one, or the high-noise expert of two
-    vae: VAEConfig
-    sampler: SamplerConfig
-    transformer_2: TransformerConfig | None = None  # the low-noise expert of a two-expert model
-    boundary_ratio: float | None = None  # set exactly when transformer_2 is
-
-    @classmethod
-    def read(cls, model: str | Path | None = None, offline: bool = False) -> "ModelSpec":
-        """Every config of the folder, checked: what sora cannot render is a ModelError before weights load."""
-        folder = resolve_model(None if model is None else str(model), offline=offline)
-        index = read_json(folder / "model_index.json")
-        try:
-            ratio = experts.boundary_ratio(index)
-            transformer = TransformerConfig.from_dict(read_json(folder / "transformer" / "config.json"))
-            check_supported(transformer)  # here, so an unsupported network is refused before anything loads
-            second = None if ratio is None else experts.low_noise_config(
-                read_json(folder / "transformer_2" / "config.json"), transformer)
-            return cls(folder.name if model is None else str(model), folder, index, Defaults.from_model_index(index),
-                       transformer, VAEConfig.from_dict(read_json(folder / "vae" / "config.json")),
-                       SamplerConfig.from_scheduler_config(read_json(folder / "scheduler" / "scheduler_config.json")),
-                       second, ratio)
-        except ValueError as e:
-            raise ModelError(f"model at {folder} is not supported: {e}") from None
-
-    @property
-    def boundary_timestep(self) -> float | None:
-        """The timestep from which down the low-noise expert runs; None with one transformer."""
-        return None if self.boundary_ratio is None else self.boundary_ratio * self.sampler.num_train_timesteps
-
-    @property
-    def size_multiple(self) -> int:
-        return self.vae.spatial_stride * self.transformer.patch_size[1]
-
-    def latent_frames(self, num_frames: int) -> int:
-        """Latent frames of a 4n + 1 frame clip: the first frame, then one per temporal_stride frames."""
-        return (num_frames - 1) // self.vae.temporal_stride + 1
-
-    def tokens(self, width: int, height: int, num_frames: int) -> int:
-        """The transformer's sequence length for one clip of this size (sides rounded up to the token grid)."""
-        m = self.size_multiple
-        return self.latent_frames(num_frames) // self.transformer.patch_size[0] * -(-width // m) * -(-height // m)
 
 
 @dataclass
@@ -134,13 +46,23 @@ class Job:
     seed: int
     fps: float
     passes: int
-    metadata: dict = field(default_factory=dict)
+    model: str
     guidance_scale_2: float | None = None  # the low-noise expert's; None with one transformer
 
     @property
     def guided(self) -> bool:
         """Whether any expert runs with classifier-free guidance, so the negative prompt is needed."""
         return max(self.guidance_scale, self.guidance_scale_2 or 0.0) > 1.0
+
+    @property
+    def metadata(self) -> dict:
+        """The settings as a video's metadata records them (the keys are the settings table's)."""
+        values = {key: getattr(self, attr) for attr, key in settings.recorded().items()}
+        return {key: value for key, value in values.items() if value is not None}
+
+    def generator(self) -> torch.Generator:
+        """The job's random numbers: a seeded CPU generator, so a seed means the same video on any device."""
+        return torch.Generator("cpu").manual_seed(self.seed)
 
 
 @dataclass
@@ -197,7 +119,18 @@ class Pipeline:
 
     @property
     def size_multiple(self) -> int:
+        """Frame sides are multiples of this: the VAE's spatial stride times the transformer's patch."""
         return self.spec.size_multiple
+
+    @property
+    def temporal_stride(self) -> int:
+        """Video frames a latent frame stands for, after the first (which stands for one)."""
+        return self.spec.vae.temporal_stride
+
+    @property
+    def window(self) -> int:
+        """Latent frames the model makes at once: those of its default clip length, what it was trained on."""
+        return self.latent_frames(self.defaults.num_frames)
 
     def __call__(self, prompt: str, negative_prompt: str | None = None, height: int | None = None,
                  width: int | None = None, num_frames: int | None = None, num_steps: int | None = None,
@@ -210,19 +143,25 @@ class Pipeline:
         guidance_scale_2 is the low-noise expert's, for a two-expert model."""
         job = self.resolve(prompt, negative_prompt, height, width, num_frames, num_steps, guidance_scale, shift,
                            sampler, seed, fps, passes, guidance_scale_2)
+        latents = self.sample([job], known, strength, on_progress)
+        return Video(frames=self.decode(latents, on_progress), fps=job.fps, seed=job.seed, metadata=job.metadata)
+
+    def sample(self, jobs: list[Job], known: KnownFrames | None = None, strength: float = 1.0,
+               on_progress: ProgressFn | None = None) -> Tensor:
+        """Latents (N, C, F, h, w) of N jobs that share every setting but prompt and seed, denoised as one batch:
+        each the latents it gets alone, up to a rounding step (a batched matrix product rounds a little
+        differently)."""
         progress = on_progress or (lambda stage, done, total: None)
 
-        # 1. Encode the text: the prompt, and the negative prompt that guidance steers away from.
-        context = self.encode_prompt(job, progress)
+        # 1. Encode the text: each prompt, and the negative prompts that guidance steers away from.
+        contexts = [self.encode_prompt(job, progress) for job in jobs]  # each (1 or 2, L, D)
+        context = torch.cat([c[:1] for c in contexts] + [c[1:] for c in contexts])
 
-        # 2. Draw the noise from a seeded CPU generator, so a seed means the same video on any device.
-        noise = self.draw_noise(job, torch.Generator("cpu").manual_seed(job.seed))
+        # 2. Draw each job's noise from its own seeded generator, so a seed gives one video alone or in a batch.
+        noise = torch.cat([self.draw_noise(job, job.generator()) for job in jobs])
 
         # 3. Denoise step by step along the shifted flow-matching schedule, keeping the known frames.
-        latents = self.denoise(job, context, noise, known, strength, lambda i, n: progress("denoise", i, n))
-
-        # 4. Decode the latents to frames.
-        return Video(frames=self.decode(latents, progress), fps=job.fps, seed=job.seed, metadata=job.metadata)
+        return self.denoise(jobs[0], context, noise, known, strength, lambda i, n: progress("denoise", i, n))
 
     def resolve(self, prompt: str, negative_prompt: str | None = None, height: int | None = None,
                 width: int | None = None, num_frames: int | None = None, num_steps: int | None = None,
@@ -232,31 +171,31 @@ class Pipeline:
         """What is not given comes from the model's defaults; sizes and lengths are snapped with a warning.
         guidance_scale_2 (the low-noise expert's) defaults to the model's, else to the guidance scale."""
         d, two_experts = self.defaults, self.transformer_2 is not None
-        width, height = options.snap_size(width or d.width, height or d.height, self.size_multiple)
-        high, why = options.MAX_SIDE, "4K"
+        given = settings.check_keywords(dict(negative_prompt=negative_prompt, num_steps=num_steps, seed=seed,
+                                             guidance_scale=guidance_scale, guidance_scale_2=guidance_scale_2,
+                                             shift=shift, sampler=sampler, passes=passes))
+        width, height = snap_size(width or d.width, height or d.height, self.size_multiple)
+        high, why = settings.MAX_SIDE, "4K"
         rope = min(c.rope_max_seq_len for c in (self.spec.transformer, self.spec.transformer_2) if c is not None)
         positions = rope * self.size_multiple  # rotary positions a side
         if positions < high:
             high, why = positions, "what the transformer has positions for"
         for side in (width, height):
-            options.check_side(f"frame size {width}x{height}", side, high, why)
-        num_frames = options.snap_frames(num_frames or d.num_frames)
-        options.check_sampling(num_steps, guidance_scale, shift, sampler, seed, passes, guidance_scale_2)
-        num_steps = num_steps or d.num_steps
-        guidance_scale = d.guidance_scale if guidance_scale is None else guidance_scale
-        guidance_scale_2 = experts.guidance_2(guidance_scale_2, two_experts, d.guidance_scale_2, guidance_scale)
-        shift = self.sampler.shift if shift is None else shift
-        sampler = (sampler or self.sampler.sampler).lower()
-        seed = secrets.randbelow(2**32) if seed is None else seed
-        negative_prompt = d.negative_prompt if negative_prompt is None else negative_prompt
-        fps = fps or d.fps
-        passes = passes or d.passes
-        metadata = dict(prompt=prompt, negative_prompt=negative_prompt, seed=seed, model=self.name, width=width,
-                        height=height, num_frames=num_frames, fps=fps, steps=num_steps, guidance=guidance_scale,
-                        **({"guidance_2": guidance_scale_2} if two_experts else {}),
-                        shift=shift, sampler=sampler, passes=passes)
-        return Job(prompt, negative_prompt, width, height, num_frames, num_steps, guidance_scale, shift, sampler,
-                   seed, fps, passes, metadata, guidance_scale_2)
+            settings.check_side(f"frame size {width}x{height}", side, high, why)
+        guidance = d.guidance_scale if guidance_scale is None else guidance_scale
+        return Job(
+            prompt=prompt,
+            negative_prompt=d.negative_prompt if negative_prompt is None else negative_prompt,
+            width=width, height=height, num_frames=snap_frames(num_frames or d.num_frames),
+            num_steps=num_steps or d.num_steps,
+            guidance_scale=guidance,
+            guidance_scale_2=experts.guidance_2(guidance_scale_2, two_experts, d.guidance_scale_2, guidance),
+            shift=self.sampler.shift if shift is None else shift,
+            sampler=given["sampler"] or self.sampler.sampler,
+            seed=random_seed() if seed is None else seed,
+            fps=fps or d.fps,
+            passes=passes or d.passes,
+            model=self.name)
 
     def latent_frames(self, num_frames: int) -> int:
         return self.spec.latent_frames(num_frames)
@@ -289,7 +228,7 @@ class Pipeline:
         # Two passes (known frames or SDEdit already fix the start). With nothing known, where the object is and
         # where it goes are decided together at high noise, and the direction word barely moves that; with the
         # first frame known, the word alone decides the path, which sora-tiny was trained to follow
-        # (train/start_motion.py). So: draw the clip, keep its first latent frame, and generate the rest again
+        # (tiny/train/start_motion.py). So: draw the clip, keep its first latent frame, and generate the rest again
         # from it. The second pass's noise is the first's with its channels rotated by half: as random as fresh
         # noise (channels are drawn independently), and still a function of the sample's own noise, so a seed
         # gives one video alone or in a batch.
@@ -393,4 +332,4 @@ def _to_uint8(video: Tensor) -> np.ndarray:
 
 
 def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    return dtype if isinstance(dtype, torch.dtype) else getattr(torch, options.parse_dtype(dtype))
+    return dtype if isinstance(dtype, torch.dtype) else getattr(torch, settings.parse_dtype(dtype))

@@ -1,83 +1,86 @@
-"""What one render asks for, checked before any model is loaded and resolved against the model once it is.
+"""What one video asks for: a command (or a batch line's mode) with its settings, checked before any model is
+loaded, and resolved against the model once it is.
 
-`generate` and `batch` share this, so a size, a length or a sampling setting means the same thing and is refused
-with the same message wherever it is given. None always means "the model's default".
+A command line and a batch line become the same `Request`, so a size, a length or a sampling setting means the
+same thing and is refused with the same message wherever it is given; `editing.make` then makes it with the one
+function of its mode. None always means "the model's default".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import secrets
 
-from . import options
+from . import settings as table
 from .errors import OptionError
+from .settings import Setting
+from .shapes import size_for_area, size_for_aspect
 
-# The editing options' defaults, shared by the commands and batch lines; torch-free, so `--help` stays instant.
-EXTEND_SECONDS = 2.0
-STRENGTH = 0.6
-PASSES_HELP = ("Text-to-video in 1 pass, or 2: draw the first frame, then animate it (follows direction words far "
-               "better where the model was trained for it; twice the time). Default: the model's (sora-tiny: 2).")
+# Size and length are resolved against the model's size (`pipeline_kwargs`); the rest pass to it as they are.
+_SHAPE = ("size", "aspect", "resolution", "frames", "seconds")
+_ONLY_IN_LINES = ("mode", "video")  # a line's mode is `Request.mode`, its videos `Request.videos`
 
 
-@dataclass(frozen=True)
-class Settings:
-    negative: str | None = None
-    seed: int | None = None
-    size: tuple[int, int] | None = None  # (width, height)
-    aspect: float | None = None  # width / height
-    resolution: int | None = None  # short side
-    frames: int | None = None
-    seconds: float | None = None
-    fps: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    guidance_2: float | None = None  # a two-expert model's low-noise expert's
-    shift: float | None = None
-    sampler: str | None = None
-    passes: int | None = None
+class _Request:
+    """Methods of `Request`, whose fields are the settings table's names."""
 
-    def pipeline_kwargs(self, pipe) -> dict:
-        """Keyword arguments for `pipe(prompt, ...)`: size and length resolved against the model's defaults."""
-        d = pipe.defaults
+    @property
+    def inputs(self) -> tuple:
+        """The files the request reads: its image, or its videos."""
+        return ((self.image,) if self.image else ()) + self.videos
+
+    def pipeline_kwargs(self, spec) -> dict:
+        """Keyword arguments for `Pipeline.resolve` (and the editing functions): the settings the request's mode
+        takes, size and length resolved against the model's defaults (`spec`: a Pipeline or a ModelSpec)."""
+        rows = table.of_mode(self.mode)
+        kw = {row.job[0]: getattr(self, name) for name, row in rows.items()
+              if row.job and name not in (*_SHAPE, "prompt")}
+        d = spec.defaults
         width, height = self.size or (None, None)
         if self.resolution:
-            width, height = options.size_for_aspect(self.aspect or d.width / d.height, self.resolution,
-                                                    pipe.size_multiple)
+            width, height = size_for_aspect(self.aspect or d.width / d.height, self.resolution, spec.size_multiple)
         elif self.aspect:  # the model's own pixel count, reshaped: what it was trained to compose
-            width, height = options.size_for_area(self.aspect, d.width * d.height, pipe.size_multiple)
-        frames = self.frames
-        if self.seconds is not None:
-            frames = options.frames_for_seconds(self.seconds, self.fps or d.fps)
-        return dict(negative_prompt=self.negative, height=height, width=width, num_frames=frames,
-                    num_steps=self.steps, guidance_scale=self.guidance, guidance_scale_2=self.guidance_2,
-                    shift=self.shift, sampler=self.sampler, seed=self.seed, fps=self.fps, passes=self.passes)
+            width, height = size_for_area(self.aspect, d.width * d.height, spec.size_multiple)
+        kw |= dict(width=width, height=height)
+        if "frames" in rows:  # the length of a new video; an editing mode's length follows from its input
+            frames = self.frames
+            if self.seconds is not None:
+                frames = table.frames_for_seconds(self.seconds, self.fps or d.fps)
+            kw["num_frames"] = frames
+        return kw
 
 
-def parse_settings(size: str | None = None, aspect: str | None = None, resolution: str | None = None,
-                   frames: int | None = None, seconds: float | None = None, fps: int | None = None,
-                   steps: int | None = None, guidance: float | None = None, shift: float | None = None,
-                   sampler: str | None = None, seed: int | None = None, negative: str | None = None,
-                   passes: int | None = None, guidance_2: float | None = None) -> Settings:
-    """Settings from what the user typed; OptionError names the first value that is not allowed."""
-    if size and (aspect or resolution):
-        raise OptionError("--size cannot be combined with --aspect/--resolution; use one or the other")
-    if frames is not None and seconds is not None:
-        raise OptionError("--frames cannot be combined with --seconds; use one or the other")
-    options.check_text("--negative", negative)
-    for option, value in (("--fps", fps), ("--frames", frames), ("--seconds", seconds)):
-        options.check_number(option, value)
-    options.check_sampling(steps, guidance, shift, sampler, seed, passes, guidance_2)
-    return Settings(negative=negative, seed=seed, size=options.parse_size(size) if size else None,
-                    aspect=options.parse_aspect(aspect) if aspect else None,
-                    resolution=options.parse_resolution(resolution) if resolution else None,
-                    frames=frames, seconds=seconds, fps=fps, steps=steps, guidance=guidance, guidance_2=guidance_2,
-                    shift=shift, sampler=sampler.lower() if sampler else None, passes=passes)
+Request = dataclasses.make_dataclass(
+    "Request",
+    [("mode", str, dataclasses.field(default="generate")),
+     *[(name, object, dataclasses.field(default=None)) for name in table.NAMES if name not in _ONLY_IN_LINES],
+     ("videos", tuple, dataclasses.field(default=()))],
+    bases=(_Request,), frozen=True, namespace={"__module__": __name__})
+Request.__doc__ = ("One video to make: its mode (the command), every setting of the table by name (None: the "
+                   "model's default), and the videos it reads (its image is the `image` setting).")
 
 
-def check_editing(fit: str = "crop", seconds: float | None = None, duration: float | None = None,
-                  strength: float | None = None) -> None:
-    """The editing options' values, checked before any input is read or model loaded; OptionError names one."""
-    from .clips import check_fit  # here, not at the top: clips needs numpy, and `--help` imports this module
+def parse(rows: dict[str, Setting], given: dict, mode: str = "generate", videos: tuple = (),
+          labels: dict[str, str] | None = None) -> Request:
+    """The request `given` (name -> value as typed, None: not given) asks for, every value checked against its
+    row of `rows` and the defaults filled in. OptionError names the first value that is not allowed, by its
+    option unless `labels` names it otherwise."""
+    labels = labels or {}
+    for name, row in rows.items():
+        if given.get(name) is not None:
+            clash = [rows[o].option for o in row.excludes if o in rows and given.get(o) is not None]
+            if clash:
+                raise OptionError(f"{row.option} cannot be combined with {'/'.join(clash)}; use one or the other")
+    values = {}
+    for name, row in rows.items():
+        value = given.get(name)
+        if value is None and row.required:  # only a batch line: the command line enforces its own
+            raise OptionError(f"'{name}' is missing")
+        values[name] = row.default if value is None else table.check(row, value, labels.get(name))
+    return Request(mode=mode, videos=tuple(videos), **{k: v for k, v in values.items() if k not in _ONLY_IN_LINES})
 
-    check_fit(fit)
-    for option, value in (("--seconds", seconds), ("--duration", duration), ("--strength", strength)):
-        options.check_number(option, value)
+
+def random_seed() -> int:
+    """The seed of a render that names none: written into its metadata (and its file name), so it can be remade."""
+    return secrets.randbelow(2**32)
+

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .options import SAMPLERS
+from .settings import SAMPLERS
 
 PREDICTIONS = ("flow_prediction", "sample")
 _CLASS_NAMES = {"unipc": "UniPCMultistepScheduler", "euler": "FlowMatchEulerDiscreteScheduler"}

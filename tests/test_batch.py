@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -49,7 +50,7 @@ def test_txt_lines_seeds_and_names(tmp_path):
     assert [i.seed for i in batch.items[:2]] == [fox, fox + 1]
     assert batch.items[0].name == f"0003_{fox}_a-red-fox.mp4"
     assert batch.items[2].name.startswith("0005_") and batch.items[2].name.endswith("_shot-2-snow-falls.mp4")
-    assert all(i.settings.steps == 3 for i in batch.items)
+    assert all(i.request.steps == 3 for i in batch.items)
     # The derived seed depends on the line alone: not on other settings, the repeat count or the call.
     again = read_batch(str(file), tmp_path / "elsewhere", {"steps": 9, "size": "64x64"})
     assert [i.seed for i in again.items] == [fox, batch.items[2].seed]
@@ -64,15 +65,15 @@ def test_jsonl_lines_override_the_command_line(tmp_path):
     file.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     cli = dict(size="64x64", frames=9, steps=4, seed=100, negative="blurry")
     fox, tall, long, named, named2 = read_batch(str(file), tmp_path, cli).items
-    assert (fox.settings.size, fox.settings.frames, fox.settings.steps, fox.seed) == ((64, 64), 9, 4, 100)
-    assert fox.settings.negative == "blurry"
+    assert (fox.request.size, fox.request.frames, fox.request.steps, fox.seed) == ((64, 64), 9, 4, 100)
+    assert fox.request.negative == "blurry"
     # A line's aspect replaces the command line's size; its seed and steps replace theirs.
-    assert (tall.settings.size, tall.settings.aspect, tall.settings.steps, tall.seed) == (None, 9 / 16, 1, 11)
+    assert (tall.request.size, tall.request.aspect, tall.request.steps, tall.seed) == (None, 9 / 16, 1, 11)
     assert tall.name == "0002_11_tall-fox.mp4"
-    assert (long.settings.frames, long.settings.seconds, long.settings.negative) == (None, 2.5, "")
-    assert long.settings.guidance == 1 and long.settings.size == (64, 64)
+    assert (long.request.frames, long.request.seconds, long.request.negative) == (None, 2.5, "")
+    assert long.request.guidance == 1 and long.request.size == (64, 64)
     assert (named.name, named2.name) == ("shots/intro_5.mp4", "shots/intro_6.mp4")
-    assert named.settings.resolution == 480 and named.settings.size is None
+    assert named.request.resolution == 480 and named.request.size is None
 
 
 def test_every_bad_line_is_reported_with_its_number(tmp_path):
@@ -124,11 +125,12 @@ def test_every_bad_line_is_reported_with_its_number(tmp_path):
     for n, message in batch.errors:
         assert bad[n][1] in message, (n, message)
     assert [i.line for i in batch.items] == [1, 16, 24, 32, 35]
-    assert batch.items[4].settings.passes == 1 and batch.items[0].settings.passes is None
+    assert batch.items[4].request.passes == 1 and batch.items[0].request.passes is None
     loop, extend = batch.items[2:4]
     assert loop.inputs == (str(tmp_path / "clip.mp4"),) and loop.name == f"0024_{loop.seed}_clip.mp4"
-    assert (extend.editing.seconds, extend.editing.backward, extend.editing.fit) == (1.5, True, "pad")
-    assert extend.settings.seconds is None, "an extend line's seconds are the seconds it adds"
+    assert (extend.request.seconds, extend.request.backward, extend.request.fit) == (1.5, True, "pad")
+    spec = SimpleNamespace(defaults=SimpleNamespace(width=64, height=64, fps=8), size_multiple=16)
+    assert "num_frames" not in extend.request.pipeline_kwargs(spec), "an extend line's seconds are the seconds it adds"
 
 
 def test_groups_are_consecutive_text_to_video_items_with_the_same_settings(tmp_path):
@@ -148,9 +150,10 @@ def test_groups_are_consecutive_text_to_video_items_with_the_same_settings(tmp_p
 
 
 def test_auto_batch_size_groups_small_clips_by_eight_and_leaves_large_ones_alone(tiny_wan_dir, tmp_path):
-    from sora_cli.batch import auto_batch_size, parse_batch_size
+    from sora_cli.batch import auto_batch_size
+    from sora_cli.settings import parse_batch_size
     from sora_cli.errors import OptionError
-    from sora_cli.pipeline import ModelSpec
+    from sora_cli.spec import ModelSpec
 
     # the tiny model: 16 pixels a token side, 4 frames a latent frame; default 48x32, 9 frames = 3 x 3 x 2 tokens
     lines = [dict(prompt="small", size="64x64", frames=1, repeat=10), dict(prompt="default", repeat=3),
@@ -193,9 +196,9 @@ def test_command_line_lengths_apply_to_generate_lines_only(tmp_path):
                     '{"mode": "extend", "video": "clip.mp4", "seconds": 3}\n')
     cli = dict(seconds=2.0, fps=12, aspect="16:9", size=None, steps=3, seed=1)
     fox, loop, extend = read_batch(str(file), tmp_path, cli).items
-    assert (fox.settings.seconds, fox.settings.fps, fox.settings.aspect) == (2.0, 12, 16 / 9)
-    assert (loop.settings.seconds, loop.settings.fps, loop.settings.aspect, loop.editing.seconds) == (None,) * 4
-    assert (loop.settings.steps, loop.seed, extend.editing.seconds) == (3, 1, 3)
+    assert (fox.request.seconds, fox.request.fps, fox.request.aspect) == (2.0, 12, 16 / 9)
+    assert (loop.request.seconds, loop.request.fps, loop.request.aspect) == (None,) * 3
+    assert (loop.request.steps, loop.seed, extend.request.seconds) == (3, 1, 3)
 
 
 def test_bad_file_fails_up_front_and_dry_run_reports_every_line(tiny_wan_dir, tmp_path, capsys, monkeypatch):
@@ -430,7 +433,7 @@ def test_a_failing_item_is_recorded_and_the_rest_rendered(tiny_wan_dir, tmp_path
 
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
 def test_interrupted_batch_leaves_no_partial_file_and_resumes(tiny_wan_dir, tmp_path, capsys, monkeypatch, stop):
-    from sora_cli import cli_batch
+    from sora_cli.cli import batch as cli_batch
 
     file, out = tmp_path / "p.txt", tmp_path / "out"
     file.write_text("one\ntwo\nthree\n")
@@ -553,5 +556,5 @@ def test_examples_are_valid(tmp_path):
     for name in ("prompts.txt", "prompts.jsonl"):
         batch = read_batch(str(examples / name), tmp_path)
         assert batch.errors == [] and len(batch.items) >= 5, name
-    assert any(item.image for item in read_batch(str(examples / "prompts.jsonl"), tmp_path).items)
+    assert any(item.request.image for item in read_batch(str(examples / "prompts.jsonl"), tmp_path).items)
     assert subprocess.run(["bash", "-n", str(examples / "render.sh")]).returncode == 0

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from sora_cli import Pipeline, chain, editing, judge
+from sora_cli import Pipeline, chain, editing
 from sora_cli.clips import Clip, fit_frames, resample
 from sora_cli.conditioning import CLEAN_TOKENS, REPLACE
 from sora_cli.errors import OptionError
 from sora_cli.mp4 import write_mp4
+from sora_cli.tiny import judge
 from sora_cli.video import probe, read_metadata, read_video
 from test_cli import call_sora
 
@@ -152,7 +153,7 @@ def pipe(request, folders):
     return Pipeline.from_pretrained(folders[request.param], device="cpu")
 
 
-def frames_of(render: editing.Render) -> np.ndarray:
+def frames_of(render: editing.Stream) -> np.ndarray:
     frames = np.concatenate(list(render.chunks))
     assert len(frames) == render.num_frames == render.metadata["num_frames"]
     return frames

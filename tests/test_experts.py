@@ -19,7 +19,7 @@ from sora_cli.conditioning import KnownFrames
 from sora_cli.errors import ModelError, OptionError
 from sora_cli.experts import ExpertSwitch, expert_index
 from sora_cli.loading import HUB_PATTERNS, KNOWN_MODELS
-from sora_cli.pipeline import ModelSpec
+from sora_cli.spec import ModelSpec
 from sora_cli.sampling import flow_sigmas
 from sora_cli.video import read_metadata
 from test_cli import call_sora
@@ -165,7 +165,7 @@ def test_the_second_guidance_scale(ours, tiny_wan_dir, tiny_experts_dir, tmp_pat
     assert (job.guidance_scale, job.guidance_scale_2, job.metadata["guidance_2"]) == (4.0, 3.0, 3.0)
     assert ours.resolve(PROMPT, guidance_scale=1.0, guidance_scale_2=3.0).guided  # the negative prompt is needed
     for bad in (float("nan"), -1.0, 101.0, True):
-        with pytest.raises(OptionError, match="--guidance-2"):
+        with pytest.raises(OptionError, match="guidance_scale_2"):  # the Python API names its own keyword
             ours.resolve(PROMPT, guidance_scale_2=bad)
     folder = copy_model(tiny_experts_dir, tmp_path / "defaults")
     edit_index(folder, lambda index: index["_sora"].update(guidance_scale_2=2.5))

@@ -15,9 +15,9 @@ from sora_cli.errors import ModelError
 from sora_cli.loading import (TEXT_ENCODER_PACKAGES, _download, load_module, load_state_dict, read_json,
                               resolve_model, text_encoder_dirs, verify_weights, weight_files)
 from sora_cli.models.text_encoder import TextEncoder
-from sora_cli.models.transformer import FP32_PARAM_PATTERNS, TransformerConfig, WanTransformer
-from sora_cli.models.vae import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, VAEConfig
-from sora_cli.pipeline import ModelSpec
+from sora_cli.models.wan.transformer import FP32_PARAM_PATTERNS, TransformerConfig, WanTransformer
+from sora_cli.models.wan.vae import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, VAEConfig
+from sora_cli.spec import ModelSpec
 from test_cli import call_sora
 
 

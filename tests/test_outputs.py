@@ -279,12 +279,12 @@ def test_a_sidecar_without_room_on_the_disk_takes_the_video_with_it(small_disk: 
 
 
 def _sidecars_wired() -> bool:
-    from sora_cli.editing import Render
+    from sora_cli.editing import Stream
 
-    return "sidecars" in inspect.signature(Render.write).parameters
+    return "sidecars" in inspect.signature(Stream.write).parameters
 
 
-@pytest.mark.skipif(not _sidecars_wired(), reason="Render.write does not pass sidecars to Mp4Writer yet")
+@pytest.mark.skipif(not _sidecars_wired(), reason="Stream.write does not pass sidecars to Mp4Writer yet")
 def test_generate_with_a_json_sidecar_on_a_full_disk_leaves_nothing(tiny_wan_dir: Path, small_disk: Path,
                                                                     capsys) -> None:
     path = small_disk / "x.mp4"

@@ -12,12 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sora_cli import Pipeline, world
+from sora_cli import Pipeline
 from sora_cli.cli import main
-from sora_cli.models.transformer import TransformerConfig, WanTransformer
-from sora_cli.train.common import ema_weights, step_rng, to_model_range
-from sora_cli.train.dit import MIN_SIGMA, DiTRecipe, clean_frames, dit_loss, train_dit
-from sora_cli.train.vae import VAERecipe, cell_colour, evaluate_psnr, train_vae
+from sora_cli.models.wan.transformer import TransformerConfig, WanTransformer
+from sora_cli.tiny import world
+from sora_cli.tiny.train.common import ema_weights, step_rng, to_model_range
+from sora_cli.tiny.train.dit import MIN_SIGMA, DiTRecipe, clean_frames, dit_loss, train_dit
+from sora_cli.tiny.train.vae import VAERecipe, cell_colour, evaluate_psnr, train_vae
 
 SMALL_VAE = VAERecipe(steps=4, decoder_steps=2, batch=2, crops=((5, 16), (9, 8)), checkpoint_every=2, stat_clips=2,
                       eval_clips=2)

@@ -1,4 +1,4 @@
-"""Parity of sora_cli.models.transformer with diffusers' WanTransformer3DModel (the oracle).
+"""Parity of sora_cli.models.wan.transformer with diffusers' WanTransformer3DModel (the oracle).
 
 A tiny diffusers model with every weight randomised is saved with save_pretrained; our code
 loads it from config.json + safetensors (meta device, strict, assign) and must reproduce the
@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sora_cli.models.transformer import TransformerConfig, WanTransformer, frame_timesteps_to_tokens
+from sora_cli.models.wan.transformer import TransformerConfig, WanTransformer, frame_timesteps_to_tokens
 
 diffusers = pytest.importorskip("diffusers")
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sora_cli.models.vae import VAEConfig, WanVAE, streaming
+from sora_cli.models.wan.vae import VAEConfig, WanVAE, streaming
 
 diffusers = pytest.importorskip("diffusers")
 

@@ -1,4 +1,4 @@
-"""The synthetic captioned world (sora_cli.world) and its evaluation judge (sora_cli.judge)."""
+"""The synthetic captioned world (sora_cli.tiny.world) and its evaluation judge (sora_cli.tiny.judge)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from sora_cli import captions as C
-from sora_cli import judge as J
-from sora_cli import world as W
+from sora_cli.tiny import captions as C
+from sora_cli.tiny import judge as J
+from sora_cli.tiny import world as W
 
 
 def _blur_and_noise(clip: np.ndarray, sigma: float, noise: float, rng: np.random.Generator) -> np.ndarray:

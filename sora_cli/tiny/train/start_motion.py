@@ -21,10 +21,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import world
-from ..models.text_encoder import TextEncoder
-from ..models.transformer import WanTransformer, frame_timesteps_to_tokens
-from ..models.vae import WanVAE
-from ..sampling import frame_noise
+from ...models.text_encoder import TextEncoder
+from ...models.wan.transformer import WanTransformer, frame_timesteps_to_tokens
+from ...models.wan.vae import WanVAE
+from ...sampling import frame_noise
 from .common import to_model_range
 
 DRILL_DIRECTIONS = ("left", "right", "up", "down")

@@ -1,4 +1,4 @@
-"""`sora train`, registered on the app by cli.py: the two steps that rebuild the embedded model sora-tiny."""
+"""`sora train`: the two steps that rebuild the embedded model sora-tiny."""
 
 from __future__ import annotations
 
@@ -10,12 +10,8 @@ from typing import Optional
 import typer
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(train_app, name="train")
-
-
 train_app = typer.Typer(no_args_is_help=True, help="Rebuild the embedded model sora-tiny from scratch.")
-TINY_DIR = Path(__file__).resolve().parent / "weights" / "sora-tiny"  # loading.KNOWN_MODELS["sora-tiny"]
+TINY_DIR = Path(__file__).resolve().parent.parent / "weights" / "sora-tiny"  # loading.KNOWN_MODELS["sora-tiny"]
 
 
 @train_app.command("vae")
@@ -27,7 +23,7 @@ def train_vae(
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --work-dir."),
 ) -> None:
     """Train the video VAE on the synthetic world (step 1 of 2)."""
-    from .train.vae import VAERecipe, train_vae as run
+    from ..tiny.train.vae import VAERecipe, train_vae as run
 
     recipe = VAERecipe(seed=seed, **({"steps": steps} if steps else {}))
     record = run(out, work_dir, recipe, resume, " ".join(["sora", *sys.argv[1:]]))
@@ -52,8 +48,8 @@ def train_dit(
                                                           "where bf16 is slow (older CPUs)."),
 ) -> None:
     """Train the diffusion transformer on the VAE's latents and assemble the model (step 2 of 2)."""
-    from .options import parse_device
-    from .train.dit import DiTRecipe, train_dit as run
+    from ..settings import parse_device
+    from ..tiny.train.dit import DiTRecipe, train_dit as run
 
     device = parse_device(device)
     given = {k: v for k, v in dict(steps=steps, clips=clips, batch=batch).items() if v}

@@ -29,12 +29,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import captions, world
-from ..errors import OptionError
-from ..loading import TEXT_ENCODER_PACKAGES, load_module, open_device, read_json, text_encoder_dirs
-from ..models.text_encoder import TextEncoder
-from ..models.transformer import TransformerConfig, WanTransformer, frame_timesteps_to_tokens
-from ..models.vae import VAEConfig, WanVAE
-from ..sampling import SamplerConfig, frame_noise
+from ...errors import OptionError
+from ...loading import TEXT_ENCODER_PACKAGES, load_module, open_device, read_json, text_encoder_dirs
+from ...models.text_encoder import TextEncoder
+from ...models.wan.transformer import TransformerConfig, WanTransformer, frame_timesteps_to_tokens
+from ...models.wan.vae import VAEConfig, WanVAE
+from ...sampling import SamplerConfig, frame_noise
 from . import start_motion
 from .common import (Ema, descend, load_checkpoint, lr_at, progress_bar, recipe_record, save_checkpoint, show_step,
                      stderr, step_generator, step_rng, to_model_range)

@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .options import size_for_area
+from ..shapes import size_for_area
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (255, 0, 0), "orange": (255, 165, 0), "yellow": (255, 255, 0),

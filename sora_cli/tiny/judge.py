@@ -1,4 +1,4 @@
-"""Evaluation in the vocabulary of `sora_cli.world`: what a caption says, what a clip shows.
+"""Evaluation in the vocabulary of `sora_cli.tiny.world`: what a caption says, what a clip shows.
 
 `parse_caption` turns any caption wording into facts (background; colour, shape, motion
 and pace of each object). `judge_clip` measures the same facts from decoded frames alone,

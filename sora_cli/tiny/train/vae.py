@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from .. import world
-from ..models.vae import VAEConfig, WanVAE
+from ...models.wan.vae import VAEConfig, WanVAE
 from .common import (Ema, descend, load_checkpoint, lr_at, progress_bar, psnr, recipe_record, save_checkpoint,
                      show_step, stderr, step_rng, to_model_range)
 

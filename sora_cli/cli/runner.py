@@ -1,0 +1,73 @@
+"""What every command that makes one video does: check what was typed, read the inputs, name the output, load
+the model, write the video as it is made, and report the result on stdout (the path, or one JSON record with
+--json)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from ..errors import OptionError
+from ..progress import Bars
+from ..request import Request, parse, random_seed
+from ..settings import of_command
+
+
+def run(command: str, given: dict, inputs: tuple[Path, ...] = ()) -> None:
+    """Make the video `given` (the command's values by setting name) asks for and write it. Everything typed
+    is checked, and every input read, before any model is loaded."""
+    from ..clips import read
+
+    request = parse(of_command(command), given, command, videos=inputs)
+    sources = [read(Path(path)) for path in request.inputs]  # an unreadable input stops here
+    # The automatic file name: the prompt, else the one sora stored in the input, else the input's name.
+    label = request.prompt or (sources and str(sources[0].metadata.get("prompt") or "")) or \
+        f"{Path(inputs[0]).stem} {command}"
+    render_to_file(request, label, sources)
+
+
+def render_to_file(request: Request, label: str, sources: list) -> None:
+    """Write the request's video to its file as it is made, and report it. `label` names the automatic file."""
+    from .. import editing
+    from ..naming import default_filename
+    from ..pipeline import Pipeline
+
+    if request.seed is None:  # chosen now, for the file name; the video's metadata records it
+        request = dataclasses.replace(request, seed=random_seed())
+    path = _output_path(request.out, default_filename(request.seed, label), request.overwrite)
+    sidecar = path.with_suffix(".json")
+    if request.metadata == "json" and sidecar.exists() and not request.overwrite:
+        raise OptionError(f"{sidecar} already exists; pass --overwrite to replace it")
+
+    started = time.perf_counter()
+    with Bars(request.quiet) as bars:
+        bars("load model", 0, 1)
+        pipe = Pipeline.from_pretrained(request.model, device=request.device, dtype=request.dtype,
+                                        offline=request.offline, offload=request.offload)
+        bars("load model", 1, 1)
+        stream = editing.make(pipe, request, sources, bars)
+        # The model runs as the frames are encoded; the sidecar appears with the MP4 or not at all.
+        stream.write(path, overwrite=request.overwrite,
+                     sidecars={sidecar: stream.metadata} if request.metadata == "json" else None)
+    record = dict(path=str(path), elapsed=round(time.perf_counter() - started, 3), **stream.metadata)
+    print(json.dumps(record, ensure_ascii=False) if request.json else str(path))
+
+
+def _output_path(out: Path | None, name: str, overwrite: bool) -> Path:
+    """--out is a file or a directory; an automatic name always lands inside that directory. Missing folders
+    are made when the video is written, so a run that fails before leaves none behind."""
+    if out is None:
+        path = Path.cwd() / name
+    elif out.is_dir() or str(out).endswith(("/", "\\")):
+        path = out / name
+    elif out.suffix.lower() != ".mp4":
+        raise OptionError(f"--out '{out}' is neither a folder nor an .mp4 file; end a new folder's name with /")
+    else:
+        path = out
+    if path.exists() and not overwrite:
+        raise OptionError(f"{path} already exists; pass --overwrite to replace it")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise OptionError(f"--out '{out}': {path.parent} is a file, not a folder")
+    return path

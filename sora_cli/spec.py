@@ -1,0 +1,102 @@
+"""A model folder as sora reads it before loading any weights: its configs, checked, and its generation
+defaults. Enough to size a job (or a batch's groups) and to refuse what sora cannot render before anything loads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import experts
+from .errors import ModelError
+from .loading import read_json, resolve_model
+from .models import checks
+from .models.wan.transformer import TransformerConfig, check_supported
+from .models.wan.vae import VAEConfig
+from .sampling import SamplerConfig
+
+# Wan's own default negative prompt (its shared config), used when a Wan checkpoint names none.
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
+    "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
+    "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+
+@dataclass
+class Defaults:
+    """Generation defaults of a model. Wan's values unless model_index.json overrides them under "_sora"."""
+
+    width: int = 832
+    height: int = 480
+    num_frames: int = 81
+    fps: int = 16
+    num_steps: int = 50
+    guidance_scale: float = 5.0
+    guidance_scale_2: float | None = None  # the low-noise expert's, for a two-expert model; None: guidance_scale
+    text_length: int = 512
+    negative_prompt: str = WAN_NEGATIVE_PROMPT
+    conditioning: str | None = None  # "clean_tokens" for a model trained with clean-frame masks (conditioning.py)
+    noise_correlation: float = 0.0  # between latent frames, as the model was trained (sampling.frame_noise)
+    passes: int = 1  # 2: text-to-video draws the first frame, then animates it (a model trained to do that)
+
+    @classmethod
+    def from_model_index(cls, index: dict) -> "Defaults":
+        """The `_sora` entries this class names, checked (ValueError names one that is not usable)."""
+        own = {k: v for k, v in index.get("_sora", {}).items() if k in cls.__dataclass_fields__}
+        checks.whole_numbers(own, "width", "height", "num_frames", "fps", "num_steps", "text_length", "passes")
+        checks.number(own, "guidance_scale", 0)
+        checks.number(own, "guidance_scale_2", 0)
+        checks.number(own, "noise_correlation", 0, 1)
+        checks.string(own, "negative_prompt")
+        checks.string(own, "conditioning", nullable=True)
+        return cls(**own)
+
+
+@dataclass
+class ModelSpec:
+    """A model folder's configs, read without its weights: enough to size a job before the model is loaded."""
+
+    name: str  # as the user gave it, or the folder's name
+    folder: Path
+    index: dict
+    defaults: Defaults
+    transformer: TransformerConfig  # the only one, or the high-noise expert of two
+    vae: VAEConfig
+    sampler: SamplerConfig
+    transformer_2: TransformerConfig | None = None  # the low-noise expert of a two-expert model
+    boundary_ratio: float | None = None  # set exactly when transformer_2 is
+
+    @classmethod
+    def read(cls, model: str | Path | None = None, offline: bool = False) -> "ModelSpec":
+        """Every config of the folder, checked: what sora cannot render is a ModelError before weights load."""
+        folder = resolve_model(None if model is None else str(model), offline=offline)
+        index = read_json(folder / "model_index.json")
+        try:
+            ratio = experts.boundary_ratio(index)
+            transformer = TransformerConfig.from_dict(read_json(folder / "transformer" / "config.json"))
+            check_supported(transformer)  # here, so an unsupported network is refused before anything loads
+            second = None if ratio is None else experts.low_noise_config(
+                read_json(folder / "transformer_2" / "config.json"), transformer)
+            return cls(folder.name if model is None else str(model), folder, index, Defaults.from_model_index(index),
+                       transformer, VAEConfig.from_dict(read_json(folder / "vae" / "config.json")),
+                       SamplerConfig.from_scheduler_config(read_json(folder / "scheduler" / "scheduler_config.json")),
+                       second, ratio)
+        except ValueError as e:
+            raise ModelError(f"model at {folder} is not supported: {e}") from None
+
+    @property
+    def boundary_timestep(self) -> float | None:
+        """The timestep from which down the low-noise expert runs; None with one transformer."""
+        return None if self.boundary_ratio is None else self.boundary_ratio * self.sampler.num_train_timesteps
+
+    @property
+    def size_multiple(self) -> int:
+        return self.vae.spatial_stride * self.transformer.patch_size[1]
+
+    def latent_frames(self, num_frames: int) -> int:
+        """Latent frames of a 4n + 1 frame clip: the first frame, then one per temporal_stride frames."""
+        return (num_frames - 1) // self.vae.temporal_stride + 1
+
+    def tokens(self, width: int, height: int, num_frames: int) -> int:
+        """The transformer's sequence length for one clip of this size (sides rounded up to the token grid)."""
+        m = self.size_multiple
+        return self.latent_frames(num_frames) // self.transformer.patch_size[0] * -(-width // m) * -(-height // m)
