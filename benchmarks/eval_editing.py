@@ -132,7 +132,7 @@ def main() -> None:
         rng = np.random.default_rng([args.seed, i])
         scene = straight_scene(rng)
         text = captions.caption(scene, rng, "train")
-        full = world.render(scene, 33, size[1], size[0], fps)
+        full = world.draw(scene, 33, size[1], size[0], fps)
         seed = args.seed * 1000 + i
         kw = dict(settings, seed=seed)
 

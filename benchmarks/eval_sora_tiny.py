@@ -55,7 +55,7 @@ def main() -> None:
         text = captions.caption(scene, rng, "heldout")
         height, width = sizes[i % len(sizes)]
         if args.through_vae:
-            frames, fps = pipe.decode(pipe.encode(world.render(scene, args.frames, height, width))), world.FPS
+            frames, fps = pipe.decode(pipe.encode(world.draw(scene, args.frames, height, width))), world.FPS
         else:
             video = pipe(text, height=height, width=width, num_frames=args.frames, num_steps=args.steps,
                          guidance_scale=args.guidance, seed=args.seed * 100003 + i, passes=args.passes)

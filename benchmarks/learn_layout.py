@@ -50,7 +50,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> WanTransformer:
     device = torch.device(args.device)
     with torch.no_grad():
         scenes = still_scenes("train", IMAGES, 0)
-        latents = torch.cat([pipe.encode(world.render(s, 1, 64, 64)) for s in scenes]).to(device)
+        latents = torch.cat([pipe.encode(world.draw(s, 1, 64, 64)) for s in scenes]).to(device)
         # in float16, as the recipe caches caption states
         texts = pipe.encode_text([caption(s.objects[0], s.background) for s in scenes]).half().float().to(device)
         empty = pipe.encode_text([""])[0].float().to(device)

@@ -34,7 +34,7 @@ def training_set(pipe, images: int) -> tuple[torch.Tensor, torch.Tensor]:
         scene = world.sample_scene(rng, "train", num_objects=1)
         obj = scene.objects[0]
         obj.motion, obj.angle = "still", 0.0
-        latents.append(pipe.encode(world.render(scene, 1, 64, 64)))
+        latents.append(pipe.encode(world.draw(scene, 1, 64, 64)))
         texts.append(caption(obj, scene.background))
     return torch.cat(latents), pipe.encode_text(texts)
 
@@ -50,7 +50,7 @@ def measure(pipe, scenes: int = 24) -> list[float]:
             scenes_ab = pair(np.random.default_rng([77, draw]), "shape")
             if scenes_ab is None:
                 continue
-            a, b = (pipe.encode(world.render(scene, 1, 64, 64)) for scene in scenes_ab)
+            a, b = (pipe.encode(world.draw(scene, 1, 64, 64)) for scene in scenes_ab)
             context = pipe.encode_text([caption(x.objects[0], x.background) for x in scenes_ab])
             follow.append(follow_along(estimates(pipe, a, b, context, s, known_start=False, seed=draw), a, b))
         figures.append(float(np.mean(follow)))

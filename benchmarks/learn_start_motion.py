@@ -31,7 +31,7 @@ def training_set(pipe, clips: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C, F, h, w) latents of 17-frame 64x64 clips and (N, L, D) their captions' text states: the recipe's
     drill clips (`sora_cli/tiny/train/start_motion.py`)."""
     scenes = drill_scenes(np.random.default_rng(0), clips)
-    latents = [pipe.encode(world.render(scene, *DRILL_SIZE))[0] for scene, _ in scenes]
+    latents = [pipe.encode(world.draw(scene, *DRILL_SIZE))[0] for scene, _ in scenes]
     return torch.stack(latents), pipe.encode_text([text for _, text in scenes])
 
 
@@ -52,7 +52,7 @@ def measure(pipe, scenes: int = 12) -> tuple[float, float, float]:
         scenes_ab = pair(np.random.default_rng([91, 2, draw]), "direction")
         if scenes_ab is None:
             continue
-        clips = [world.render(s, 17, 64, 64) for s in scenes_ab]
+        clips = [world.draw(s, 17, 64, 64) for s in scenes_ab]
         a, b = (pipe.encode(c) for c in clips)
         context = pipe.encode_text([template_caption(s.objects[0], s.background) for s in scenes_ab])
         estimate = estimates(pipe, a, b, context, 1.0, known_start=True, seed=draw)  # the rest pure noise

@@ -68,7 +68,7 @@ def main() -> None:
                   and world.legible(c, scene.background)]
         other = others[rng.integers(len(others))]
         swapped = re.sub(rf"\b{obj.color}\b", other, text, count=1, flags=re.IGNORECASE)
-        frames = world.render(scene, 5, 64, 64)
+        frames = world.draw(scene, 5, 64, 64)
         on_object = np.abs(frames[0] / 255 - rgb(scene.background)).sum(-1) > 0.5
         if on_object.sum() < 10:
             continue  # too small to read a colour off

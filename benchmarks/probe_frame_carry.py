@@ -38,7 +38,7 @@ def clips(pipe: Pipeline, count: int, motions: tuple[str, ...], seed: int) -> tu
         i += 1
         scene = world.sample_scene(rng, "train", num_objects=1)
         if scene.objects[0].motion in motions:
-            latents.append(pipe.encode(world.render(scene, 17, 64, 64)))
+            latents.append(pipe.encode(world.draw(scene, 17, 64, 64)))
             contexts.append(pipe.encode_text([captions.caption(scene, rng, "train")]))
     return torch.cat(latents), torch.cat(contexts)
 

@@ -113,7 +113,7 @@ def main() -> None:
             if scenes is None:
                 continue
             done += 1
-            a, b = (pipe.encode(world.render(s, args.frames, 64, 64)) for s in scenes)
+            a, b = (pipe.encode(world.draw(s, args.frames, 64, 64)) for s in scenes)
             context = pipe.encode_text([caption(s.objects[0], s.background) for s in scenes])
             for column in [c for c in COLUMNS if c.startswith(word)]:
                 for s in LEVELS:

@@ -36,7 +36,7 @@ def main() -> None:
     checks = [f"{kind}, {frames}" for kind in ("round trip", "halfway") for frames in FRAMES]
     lost_pairs, total = {name: 0 for name in checks}, 0
     # per background: its plain clip's latents, and how to name a centre among the halfway blends
-    plain = {bg: pipe.encode(world.render(world.Scene(background=bg, objects=[]), 9, 64, 64))
+    plain = {bg: pipe.encode(world.draw(world.Scene(background=bg, objects=[]), 9, 64, 64))
              for bg in world.BACKGROUNDS}
     halfway_name = {bg: nearest_in({c: (np.array(world.COLORS[c], float) + world.COLORS[bg]) / 2
                                     for c in world.OBJECT_COLORS if world.legible(c, bg)})
@@ -48,7 +48,7 @@ def main() -> None:
         for background in world.BACKGROUNDS:
             if not world.legible(color, background):
                 continue
-            latents = pipe.encode(world.render(world.Scene(background=background, objects=[obj]), 9, 64, 64))
+            latents = pipe.encode(world.draw(world.Scene(background=background, objects=[obj]), 9, 64, 64))
             for kind, z, name_of in (("round trip", latents, judge.nearest_color),
                                      ("halfway", (latents + plain[background]) / 2, halfway_name[background])):
                 decoded = pipe.decode(z)

@@ -31,7 +31,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 from . import files, manifest
 from .batch_file import BatchFile, Item, read_batch
@@ -39,6 +39,9 @@ from .distributed import Group, Ranks
 from .errors import BusyError, OptionError, OutputError
 from .request import Request
 from .settings import of_mode
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
 
 ProgressFn = Callable[[str, int, int], None]
 RecordFn = Callable[[dict], None]
@@ -147,7 +150,7 @@ def preview(items: list[Item], out_dir: Path, force: bool = False) -> list[tuple
     return rows
 
 
-def run(items: list[Item], out_dir: Path, group: Group, load_pipeline: Callable[[], object], force: bool = False,
+def run(items: list[Item], out_dir: Path, group: Group, load_pipeline: Callable[[], Pipeline], force: bool = False,
         on_record: RecordFn | None = None, on_progress: ProgressFn | None = None,
         batch_size: int | SizeFn = 1) -> Summary:
     """Render this rank's share of the items that are not done; every rank returns the totals of all ranks.
@@ -240,7 +243,7 @@ def groups(items: list[Item], todo: list[int], size: int | SizeFn) -> list[list[
     return out
 
 
-def render(units: list[list[Item]], out_dir: Path, journal: Path, load_pipeline: Callable[[], object],
+def render(units: list[list[Item]], out_dir: Path, journal: Path, load_pipeline: Callable[[], Pipeline],
            on_record: RecordFn | None = None, on_progress: ProgressFn | None = None) -> tuple[int, int]:
     """Render the items, unit by unit, appending one record each to `journal`; returns (rendered, failed)."""
     from .clips import read
@@ -284,7 +287,7 @@ def requested(item: Item) -> dict:
     return asked
 
 
-def _render_unit(pipe, unit: list[Item], sources: list[list], out_dir: Path, progress: ProgressFn,
+def _render_unit(pipe: Pipeline, unit: list[Item], sources: list[list], out_dir: Path, progress: ProgressFn,
                  started: float) -> Iterator[dict]:
     """Make the unit's items and write each to its file, yielding a record as each is done (failed if anything
     went wrong). A group's shared work is counted in its first item's seconds."""

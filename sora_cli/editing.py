@@ -3,7 +3,9 @@ and video-to-video (SDEdit).
 
 Each feature decides which latent frames are known, builds a `chain.Plan`, and names the decoded frames that
 form the new part; `chain` makes the latents window by window and decodes them as one stream. Frames that come
-from an input are written as they were read (brought to the model's fps and size), never regenerated.
+from an input are written as they were read (brought to the model's fps and size), never regenerated. `make`
+makes what a command or a batch line asks for with the function of its mode. Text-to-video that fits one window
+takes the pipeline's own path (`Pipeline.sample`), the one the Python API and batched generation take.
 
 How a clip becomes known latents, given the causal VAE (latent 0 is frame 0 alone, latent k >= 1 frames
 4k-3 .. 4k, each seeing only earlier frames):
@@ -114,7 +116,7 @@ def generate(pipe: Pipeline, prompt: str, image: Clip | None = None, loop: bool 
     return _stream(job, made, total, "generate", {key: v for key, v in extra.items() if v is not None})
 
 
-def fits_one_window(pipe: Pipeline, job) -> bool:
+def fits_one_window(pipe: Pipeline, job: Job) -> bool:
     """Whether the job's text-to-video clip is made in one window: what `generate_many` batches."""
     return pipe.latent_frames(job.num_frames) <= window(pipe)[0]
 
@@ -133,19 +135,8 @@ def generate_many(pipe: Pipeline, prompts: list[str], seeds: list[int], on_progr
                     job.num_frames, "generate", {}) for i, job in enumerate(jobs)]
 
 
-def _sampled(pipe: Pipeline, job: Job, on_progress: ProgressFn | None) -> Iterator[np.ndarray]:
-    """The job's frames by `Pipeline.sample`, made lazily: the model runs on iteration."""
-    progress = on_progress or (lambda stage, done, total: None)
-
-    def frames() -> Iterator[np.ndarray]:
-        latents = pipe.sample([job], on_progress=progress)
-        yield from _decode(pipe, iter(latents.split(1, dim=2)), 0, job.num_frames, progress)
-
-    return frames()
-
-
-def extend(pipe: Pipeline, clip: Clip, seconds: float = EXTEND_SECONDS, prompt: str | None = None, backward: bool = False,
-           fit: str = "crop", on_progress: ProgressFn | None = None, **settings) -> Stream:
+def extend(pipe: Pipeline, clip: Clip, seconds: float = EXTEND_SECONDS, prompt: str | None = None,
+           backward: bool = False, fit: str = "crop", on_progress: ProgressFn | None = None, **settings) -> Stream:
     """The clip with `seconds` of new frames after it (or before it, backwards)."""
     job, clip = _prepare(pipe, prompt, clip, fit, settings)
     f, k = window(pipe)
@@ -272,7 +263,19 @@ def _frames(pipe: Pipeline, job: Job, plan: chain.Plan, first: int, stop: int, o
     return frames()
 
 
-def _decode(pipe: Pipeline, latents: Iterator[Tensor], first: int, stop: int, progress: ProgressFn) -> Iterator[np.ndarray]:
+def _sampled(pipe: Pipeline, job: Job, on_progress: ProgressFn | None) -> Iterator[np.ndarray]:
+    """The job's frames by `Pipeline.sample`, made lazily: the model runs on iteration."""
+    progress = on_progress or (lambda stage, done, total: None)
+
+    def frames() -> Iterator[np.ndarray]:
+        latents = pipe.sample([job], on_progress=progress)
+        yield from _decode(pipe, iter(latents.split(1, dim=2)), 0, job.num_frames, progress)
+
+    return frames()
+
+
+def _decode(pipe: Pipeline, latents: Iterator[Tensor], first: int, stop: int,
+            progress: ProgressFn) -> Iterator[np.ndarray]:
     """Frames first .. stop-1 of a latent stream, reporting progress as they are decoded."""
     done = 0
     for chunk in chain.decode(pipe, latents, first, stop):
@@ -290,6 +293,6 @@ def _replace_first(chunks: Iterable[np.ndarray], frame: np.ndarray) -> Iterator[
     yield from it
 
 
-def _stream(job, chunks: Iterable[np.ndarray], total: int, operation: str, extra: dict) -> Stream:
+def _stream(job: Job, chunks: Iterable[np.ndarray], total: int, operation: str, extra: dict) -> Stream:
     metadata = dict(job.metadata, operation=operation, num_frames=total, **extra)
     return Stream(iter(chunks), total, job.fps, job.seed, metadata)

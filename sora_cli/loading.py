@@ -35,6 +35,7 @@ KNOWN_MODELS: dict[str, str] = {
     "wan2.1-t2v-1.3b": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
     "wan2.1-t2v-14b": "Wan-AI/Wan2.1-T2V-14B-Diffusers",
     "wan2.2-t2v-a14b": "Wan-AI/Wan2.2-T2V-A14B-Diffusers",  # two experts: transformer_2 and boundary_ratio
+    "wan2.2-ti2v-5b": "Wan-AI/Wan2.2-TI2V-5B-Diffusers",  # the Wan 2.2 VAE; timesteps per token (expand_timesteps)
 }
 DEFAULT_MODEL = "sora-tiny"
 
@@ -147,8 +148,8 @@ IMAGE_TO_VIDEO = ("image_encoder", "image_processor")
 
 def check_index(folder: Path, index: dict) -> None:
     """model_index.json names each component as [library, class], and nothing sora does not run (an image
-    encoder, another pipeline's components, Wan 2.2 TI2V's per-token timesteps): a folder holding more is
-    refused here, never quietly rendered without it."""
+    encoder, another pipeline's components): a folder holding more is refused here, never quietly rendered
+    without it."""
     for component in (*COMPONENTS, "transformer_2"):
         entry = index.get(component)
         if entry is None:
@@ -175,9 +176,7 @@ def _not_run(index: dict) -> str | None:
             return f"model_index.json names an {key}: image-to-video checkpoints are not supported yet"
         return f"model_index.json names \"{key[:60]}\", which sora does not load"
     expand = index.get("expand_timesteps")
-    if expand is True:
-        return "expand_timesteps is true (Wan 2.2 TI2V, timesteps per token): not supported yet"
-    if expand not in (None, False):
+    if expand not in (None, False, True):
         return f"expand_timesteps must be true or false, got {str(expand)[:60]}"
     return None
 

@@ -22,7 +22,6 @@ from .loading import load_module, open_device, text_encoder_dirs
 from .models.text_encoder import TextEncoder
 from .models.wan.transformer import FP32_PARAM_PATTERNS, WanTransformer
 from .models.wan.vae import WanVAE
-from .request import random_seed
 from .sampling import SamplerConfig, flow_sigmas, frame_noise, sample
 from .shapes import snap_frames, snap_size
 from .spec import Defaults, ModelSpec
@@ -192,7 +191,7 @@ class Pipeline:
             guidance_scale_2=experts.guidance_2(guidance_scale_2, two_experts, d.guidance_scale_2, guidance),
             shift=self.sampler.shift if shift is None else shift,
             sampler=given["sampler"] or self.sampler.sampler,
-            seed=random_seed() if seed is None else seed,
+            seed=settings.random_seed() if seed is None else seed,
             fps=fps or d.fps,
             passes=passes or d.passes,
             model=self.name)

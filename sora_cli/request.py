@@ -9,7 +9,6 @@ function of its mode. None always means "the model's default".
 from __future__ import annotations
 
 import dataclasses
-import secrets
 
 from . import settings as table
 from .errors import OptionError
@@ -18,7 +17,7 @@ from .shapes import size_for_area, size_for_aspect
 
 # Size and length are resolved against the model's size (`pipeline_kwargs`); the rest pass to it as they are.
 _SHAPE = ("size", "aspect", "resolution", "frames", "seconds")
-_ONLY_IN_LINES = ("mode", "video")  # a line's mode is `Request.mode`, its videos `Request.videos`
+_NOT_FIELDS = ("mode", "video")  # a request has one mode (its first field) and its videos as `videos`
 
 
 class _Request:
@@ -53,7 +52,7 @@ class _Request:
 Request = dataclasses.make_dataclass(
     "Request",
     [("mode", str, dataclasses.field(default="generate")),
-     *[(name, object, dataclasses.field(default=None)) for name in table.NAMES if name not in _ONLY_IN_LINES],
+     *[(name, object, dataclasses.field(default=None)) for name in table.NAMES if name not in _NOT_FIELDS],
      ("videos", tuple, dataclasses.field(default=()))],
     bases=(_Request,), frozen=True, namespace={"__module__": __name__})
 Request.__doc__ = ("One video to make: its mode (the command), every setting of the table by name (None: the "
@@ -77,10 +76,5 @@ def parse(rows: dict[str, Setting], given: dict, mode: str = "generate", videos:
         if value is None and row.required:  # only a batch line: the command line enforces its own
             raise OptionError(f"'{name}' is missing")
         values[name] = row.default if value is None else table.check(row, value, labels.get(name))
-    return Request(mode=mode, videos=tuple(videos), **{k: v for k, v in values.items() if k not in _ONLY_IN_LINES})
-
-
-def random_seed() -> int:
-    """The seed of a render that names none: written into its metadata (and its file name), so it can be remade."""
-    return secrets.randbelow(2**32)
+    return Request(mode=mode, videos=tuple(videos), **{k: v for k, v in values.items() if k not in _NOT_FIELDS})
 

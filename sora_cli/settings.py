@@ -16,6 +16,7 @@ This module is torch-free: `sora --help` reads it.
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -203,6 +204,11 @@ def check(setting: Setting, value, label: str | None = None):
                               f"{', '.join(map(str, setting.choices))}")
         return folded
     return setting.parse(value) if setting.parse else value
+
+
+def random_seed() -> int:
+    """The seed of a render that names none: written into its metadata (and its file name), so it can be remade."""
+    return secrets.randbelow(2**32)
 
 
 def frames_for_seconds(seconds: float, fps: float) -> int:

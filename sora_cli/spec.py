@@ -21,6 +21,11 @@ WAN_NEGATIVE_PROMPT = (
     "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 
+# Wan 2.2 TI2V-5B (`expand_timesteps`: a timestep per token): 720p at 24 fps, 5 s, as its makers run it; and the
+# first frame given clean at timestep 0, the image conditioning it was trained with (conditioning.py).
+TI2V = dict(width=1280, height=704, num_frames=121, fps=24, conditioning="clean_tokens")
+
+
 @dataclass
 class Defaults:
     """Generation defaults of a model. Wan's values unless model_index.json overrides them under "_sora"."""
@@ -40,8 +45,10 @@ class Defaults:
 
     @classmethod
     def from_model_index(cls, index: dict) -> "Defaults":
-        """The `_sora` entries this class names, checked (ValueError names one that is not usable)."""
-        own = {k: v for k, v in index.get("_sora", {}).items() if k in cls.__dataclass_fields__}
+        """The model's own defaults, then the `_sora` entries this class names, checked (ValueError names one
+        that is not usable)."""
+        native = TI2V if index.get("expand_timesteps") else {}
+        own = native | {k: v for k, v in index.get("_sora", {}).items() if k in cls.__dataclass_fields__}
         checks.whole_numbers(own, "width", "height", "num_frames", "fps", "num_steps", "text_length", "passes")
         checks.number(own, "guidance_scale", 0)
         checks.number(own, "guidance_scale_2", 0)

@@ -230,7 +230,6 @@ def set_key(key: str, value: object) -> Callable[[dict], None]:
 
 
 REFUSED = {  # name: (two experts?, change to model_index.json, change to transformer_2/config.json, needles)
-    "ti2v": (False, set_key("expand_timesteps", True), None, ("expand_timesteps", "not supported yet")),
     "expand-not-bool": (False, set_key("expand_timesteps", "yes"), None, ("expand_timesteps must be true or false",)),
     "image-encoder": (False, set_key("image_encoder", ["transformers", "CLIPVisionModelWithProjection"]), None,
                       ("image_encoder", "image-to-video", "not supported yet")),

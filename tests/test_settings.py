@@ -99,7 +99,8 @@ def test_each_batch_mode_takes_exactly_its_settings(mode, workspace):
         taken = name in of_mode(mode)
         assert (errors == []) == taken, (mode, name, errors)
         if not taken:
-            reasons = (f"does not take '{name}'", f"unknown field '{name}'", "goes with mode 'generate'", "needs a mode")
+            reasons = (f"does not take '{name}'", f"unknown field '{name}'", "goes with mode 'generate'",
+                       "needs a mode")
             assert any(reason in errors[0][1] for reason in reasons), errors
 
 

@@ -124,7 +124,7 @@ def test_shipped_vae_colour_channels_are_cell_colours():
     vae = Pipeline.from_pretrained("sora-tiny", device="cpu").vae
     rng = step_rng(0, 0, stream=11)
     for h, w in ((64, 64), (48, 80)):
-        x = to_model_range(world.render(world.sample_scene(rng, "heldout"), 9, h, w)[None])
+        x = to_model_range(world.draw(world.sample_scene(rng, "heldout"), 9, h, w)[None])
         latents = vae.encode(x)
         mean, std = vae._latent_stats(latents)
         raw = latents * std + mean

@@ -59,7 +59,7 @@ def test_sampling_captioning_and_rendering_are_deterministic_for_a_seed():
     def draw(seed: int) -> tuple:
         rng = np.random.default_rng(seed)
         scene = W.sample_scene(rng)
-        return scene, C.caption(scene, rng), W.render(scene, 9, 48, 80)
+        return scene, C.caption(scene, rng), W.draw(scene, 9, 48, 80)
 
     (s1, c1, v1), (s2, c2, v2) = draw(7), draw(7)
     assert s1 == s2 and c1 == c2 and np.array_equal(v1, v2)
@@ -215,7 +215,7 @@ def test_render_gives_uint8_clips_of_every_bucket_with_the_object_visible():
     rng = np.random.default_rng(5)
     for height, width, frames in [*W.buckets(), (1, 1, 1), (17, 23, 2)]:
         scene = W.sample_scene(rng)
-        clip = W.render(scene, frames, height, width, fps=W.FPS)
+        clip = W.draw(scene, frames, height, width, fps=W.FPS)
         assert clip.shape == (frames, height, width, 3) and clip.dtype == np.uint8
         if height >= 48:
             bg = np.array(W.COLORS[scene.background])
@@ -223,13 +223,13 @@ def test_render_gives_uint8_clips_of_every_bucket_with_the_object_visible():
             assert differs.any(axis=(1, 2)).all()  # an object in every frame
             assert differs.mean() < 0.5  # and it does not fill the frame
     with pytest.raises(ValueError):
-        W.render(scene, 0, 64, 64)
+        W.draw(scene, 0, 64, 64)
 
 
 def test_render_is_resolution_independent_and_anti_aliased():
     scene = W.Scene("black", [W.ObjectSpec("triangle", "white", "right", "slow", size=0.15, angle=0.2)])
-    small = W.render(scene, 5, 48, 80).astype(np.float32)
-    large = W.render(scene, 5, 96, 160).astype(np.float32)
+    small = W.draw(scene, 5, 48, 80).astype(np.float32)
+    large = W.draw(scene, 5, 96, 160).astype(np.float32)
     pooled = large.reshape(5, 48, 2, 80, 2, 3).mean(axis=(2, 4))
     assert np.abs(pooled - small).mean() < 0.5  # measured 0.08
     values = np.unique(small[..., 0])
@@ -240,7 +240,7 @@ def test_motion_is_measured_in_units_per_second():
     rng = np.random.default_rng(6)
     for _ in range(10):
         scene = W.sample_scene(rng)
-        assert np.array_equal(W.render(scene, 17, 48, 48, fps=16.0)[::2], W.render(scene, 9, 48, 48, fps=8.0))
+        assert np.array_equal(W.draw(scene, 17, 48, 48, fps=16.0)[::2], W.draw(scene, 9, 48, 48, fps=8.0))
 
 
 @pytest.mark.parametrize("aspect", [(16, 9), (9, 16)])
@@ -251,7 +251,7 @@ def test_objects_stay_in_frame_for_wide_and_tall_buckets(aspect: tuple[int, int]
         for frames in W.DURATIONS:
             for k in range(24):
                 scene = W.sample_scene(rng, num_objects=1 + k % 2)
-                clip = W.render(scene, frames, height, width)
+                clip = W.draw(scene, frames, height, width)
                 assert (_border(clip) == W.COLORS[scene.background]).all(), scene
 
 
@@ -265,7 +265,7 @@ def _judge_accuracy(count: int, seed: int, sigma: float = 0.0, noise: float = 0.
     for i in range(count):
         scene = W.sample_scene(rng, ("train", "heldout")[i % 2], num_objects=1)
         height, width, frames = buckets[rng.integers(len(buckets))]
-        clip = W.render(scene, frames, height, width)
+        clip = W.draw(scene, frames, height, width)
         if sigma:
             clip = _blur_and_noise(clip, sigma, noise, rng)
         verdict = J.agreement(J.scene_facts(scene), J.judge_clip(clip))
@@ -288,7 +288,7 @@ def test_judge_mostly_recovers_the_facts_of_blurred_noisy_clips():
 def test_judge_reads_each_motion_of_a_fixed_object():
     for motion in W.MOTIONS:
         scene = W.Scene("white", [W.ObjectSpec("square", "blue", motion, "slow", size=0.12, angle=0.3)])
-        verdict = J.judge_clip(W.render(scene, 17, 64, 64))
+        verdict = J.judge_clip(W.draw(scene, 17, 64, 64))
         assert (verdict.background, verdict.color, verdict.shape) == ("white", "blue", "square")
         assert verdict.motion == motion, (motion, verdict)
 

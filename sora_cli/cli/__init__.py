@@ -1,4 +1,4 @@
-"""The `sora` command: one module per command group (generate, edit, batch, train), each of which parses its
+"""The `sora` command: one module per command group (generate, edit, batch, train, models), each of which parses its
 command line into a request, calls the library, and reports; here the app, and the one place where failures
 and stop signals become a message and an exit code.
 
@@ -15,7 +15,7 @@ import typer
 
 from ..errors import SoraError
 from ..progress import WarningHandler
-from . import batch, edit, generate, train
+from . import batch, edit, generate, models, train
 
 # typer may vendor its own click: take its usage-error class from typer itself.
 UsageError = sys.modules[typer.BadParameter.__module__].UsageError
@@ -33,7 +33,7 @@ def root(debug: bool = typer.Option(False, "--debug", help="Show the traceback b
     DEBUG = debug
 
 
-for command in (generate.generate, edit.extend, edit.loop, edit.connect, edit.edit, batch.batch, generate.models):
+for command in (generate.generate, edit.extend, edit.loop, edit.connect, edit.edit, batch.batch, models.models):
     app.command()(command)
 app.add_typer(train.train_app, name="train")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ..errors import OptionError
 from ..progress import Bars
-from ..request import Request, parse, random_seed
-from ..settings import of_command
+from ..request import Request, parse
+from ..settings import of_command, random_seed
 
 
 def run(command: str, given: dict, inputs: tuple[Path, ...] = ()) -> None:

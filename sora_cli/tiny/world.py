@@ -279,8 +279,8 @@ def _fold(p: np.ndarray, lo: float, hi: float) -> np.ndarray:
 # ---------------------------------------------------------------- rendering
 
 
-def render(scene: Scene, num_frames: int, height: int, width: int, fps: float = FPS) -> np.ndarray:
-    """Render a scene to a (num_frames, height, width, 3) uint8 clip with anti-aliased edges."""
+def draw(scene: Scene, num_frames: int, height: int, width: int, fps: float = FPS) -> np.ndarray:
+    """Draw a scene as a (num_frames, height, width, 3) uint8 clip with anti-aliased edges."""
     if num_frames < 1 or height < 1 or width < 1:
         raise ValueError("num_frames, height and width must be positive")
     px = 1.0 / min(height, width)

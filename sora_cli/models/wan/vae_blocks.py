@@ -1,5 +1,6 @@
-"""Building blocks of the Wan 2.1 video VAE (see `vae.py`): the causal 3D convolution, the norm, residual and
-attention blocks, and the spatial/temporal down- and upsampling. Shapes are (B, C, T, H, W) throughout.
+"""Building blocks of the Wan video VAEs (see `vae.py`): the causal 3D convolution, the norm, residual and
+attention blocks, the spatial/temporal down- and upsampling, and the parameter-free shortcuts around Wan 2.2's
+resampling blocks. Shapes are (B, C, T, H, W) throughout.
 
 Every layer that looks back in time is `Streamable`: inside `streaming(module)` it carries the end of the previous
 chunk into the next call, so a clip processed chunk by chunk gives the same result as one pass over all of it.
@@ -158,16 +159,17 @@ class Downsample(Streamable, nn.Module):
 
 
 class Upsample(Streamable, nn.Module):
-    """Doubles H and W (nearest, then a conv that halves the channels); with `temporal`, also doubles frames.
+    """Doubles H and W (nearest, then a conv to `out_dim` channels, half by default); with `temporal`, also
+    doubles frames.
 
     In time, frame 0 passes through and every later frame becomes two, both predicted by one causal
     conv from the frames up to it (frame 0 excluded): 1 + m frames -> 1 + 2m.
     """
 
-    def __init__(self, dim: int, temporal: bool) -> None:
+    def __init__(self, dim: int, temporal: bool, out_dim: int | None = None) -> None:
         super().__init__()
         self.resample = nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest-exact"),
-                                      nn.Conv2d(dim, dim // 2, 3, padding=1))
+                                      nn.Conv2d(dim, out_dim or dim // 2, 3, padding=1))
         self.time_conv = CausalConv3d(dim, 2 * dim, (3, 1, 1), padding=(1, 0, 0)) if temporal else None
         self.reset_stream(False)
 
@@ -188,3 +190,45 @@ class Upsample(Streamable, nn.Module):
             x = torch.cat(out, dim=2)
         x = self.resample(rearrange(x, "b c t h w -> (b t) c h w"))
         return rearrange(x, "(b t) c h w -> b c t h w", b=b)
+
+
+class MeanDown(nn.Module):
+    """The parameter-free shortcut around a Wan 2.2 down block: each (t, 2, 2) cell of `in_dim` channels is
+    folded into channels, and consecutive groups of those are averaged down to `out_dim`. A chunk whose frame
+    count does not divide by the time factor (the clip's first frame) is padded with zero frames in front."""
+
+    def __init__(self, in_dim: int, out_dim: int, time: int, space: int) -> None:
+        super().__init__()
+        if in_dim * time * space * space % out_dim:
+            raise ValueError(f"{in_dim} channels x {time * space * space} cannot be averaged to {out_dim}")
+        self.out_dim, self.time, self.space = out_dim, time, space
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T, H, W) -> (B, out_dim, ceil(T/t), H/s, W/s)
+        x = F.pad(x, (0, 0, 0, 0, -x.shape[2] % self.time, 0))
+        x = rearrange(x, "b c (t ft) (h fh) (w fw) -> b (c ft fh fw) t h w", ft=self.time, fh=self.space,
+                      fw=self.space)
+        return x.unflatten(1, (self.out_dim, -1)).mean(dim=2)
+
+
+class CopyUp(Streamable, nn.Module):
+    """The parameter-free shortcut around a Wan 2.2 up block, MeanDown's mirror: each channel is repeated, and
+    the copies unfolded into a (t, 2, 2) cell of `out_dim` channels. The clip's first frame stays one frame, as
+    in the block it bypasses: the copies before it are dropped."""
+
+    def __init__(self, in_dim: int, out_dim: int, time: int, space: int) -> None:
+        super().__init__()
+        if out_dim * time * space * space % in_dim:
+            raise ValueError(f"{in_dim} channels cannot be copied out to {out_dim} x {time * space * space}")
+        self.repeats, self.time, self.space = out_dim * time * space * space // in_dim, time, space
+        self.reset_stream(False)
+
+    def reset_stream(self, streaming: bool) -> None:
+        self.streaming, self.started = streaming, False
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T, H, W) -> (B, out_dim, T*t (- t+1 at the start), 2H, 2W)
+        x = rearrange(x.repeat_interleave(self.repeats, dim=1), "b (c ft fh fw) t h w -> b c (t ft) (h fh) (w fw)",
+                      ft=self.time, fh=self.space, fw=self.space)
+        if not self.started:  # the clip starts here
+            x = x[:, :, self.time - 1:]
+            self.started = self.streaming
+        return x

@@ -102,7 +102,7 @@ def build_dataset(r: DiTRecipe, vae: WanVAE, vae_id: str, text: TextEncoder,
     with progress_bar() as bar:
         task = bar.add_task("encode data", total=r.clips, status="")
         for i, (h, w, scene, texts) in enumerate(draw_clips(r)):
-            clip = to_model_range(world.render(scene, r.frames, h, w)[None]).to(next(vae.parameters()).device)
+            clip = to_model_range(world.draw(scene, r.frames, h, w)[None]).to(next(vae.parameters()).device)
             latents = vae.encode(clip)[0].cpu()
             entry = by_bucket.setdefault(f"{h}x{w}", ([], []))
             entry[0].append(latents)

@@ -55,7 +55,7 @@ def build_drill_set(clips: int, seed: int, vae: WanVAE, vae_id: str, text: TextE
         return load_file(str(cache))
     device = next(vae.parameters()).device
     scenes = drill_scenes(np.random.default_rng([seed, 5]), clips)
-    latents = [vae.encode(to_model_range(world.render(s, *DRILL_SIZE)[None]).to(device))[0].cpu() for s, _ in scenes]
+    latents = [vae.encode(to_model_range(world.draw(s, *DRILL_SIZE)[None]).to(device))[0].cpu() for s, _ in scenes]
     data = {"latents": torch.stack(latents), "captions": text.encode([c for _, c in scenes]).half()}
     save_file({k: v.contiguous() for k, v in data.items()}, str(cache))
     cache.with_suffix(".json").write_text(key)

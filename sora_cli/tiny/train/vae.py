@@ -68,7 +68,7 @@ def training_batch(r: VAERecipe, step: int, stream: int = 0) -> torch.Tensor:
     for _ in range(r.batch):
         h, w = sizes[rng.integers(len(sizes))]
         scene = world.sample_scene(rng, "train")
-        clip = world.render(scene, frames, h, w)
+        clip = world.draw(scene, frames, h, w)
         y0, x0 = rng.integers(h - crop + 1), rng.integers(w - crop + 1)
         ys, xs = np.nonzero((clip != world.COLORS[scene.background]).any(axis=(0, 3)))
         if len(ys) and rng.random() < r.object_crops:
@@ -174,7 +174,7 @@ def latent_stats(vae: WanVAE, seed: int, clips: int = 48) -> tuple[tuple[float, 
     latents = []
     for _ in range(clips):
         h, w, t = world.buckets()[rng.integers(len(world.buckets()))]
-        clip = world.render(world.sample_scene(rng, "train"), t, h, w)
+        clip = world.draw(world.sample_scene(rng, "train"), t, h, w)
         latents.append(vae.encode(to_model_range(clip[None])).flatten(2))  # (1, z, N)
     z = torch.cat(latents, dim=2)[0]
     return tuple(z.mean(1).tolist()), tuple(z.std(1).tolist())
@@ -188,7 +188,7 @@ def evaluate_psnr(vae: WanVAE, seed: int, clips: int = 24) -> float:
     scores = []
     for i in range(clips):
         h, w = sizes[i % len(sizes)]
-        x = to_model_range(world.render(world.sample_scene(rng, "heldout"), 17, h, w)[None])
+        x = to_model_range(world.draw(world.sample_scene(rng, "heldout"), 17, h, w)[None])
         scores.append(psnr(vae.decode(vae.encode(x)), x))
     return round(float(np.mean(scores)), 2)
 
