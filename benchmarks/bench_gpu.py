@@ -10,6 +10,9 @@ Cases (--cases, comma-separated):
   wan22_a14b  one Wan 2.2 A14B expert (14B config) cut to --layers blocks; per-layer time extrapolated to 40.
   vae         Wan 2.1 VAE decode of 21 latent frames at 60x104 (832x480, 81 frames), float32, streamed as
               pipeline.decode does: time, peak memory, output vs diffusers' AutoencoderKLWan.
+  ti2v_5b     Wan 2.2 TI2V-5B transformer at 1280x704, 121 frames (latents 48x31x44x80, 27280 tokens), one guided
+              step, cut to --layers blocks; per-layer time extrapolated to 30.
+  vae22       Wan 2.2 VAE (TI2V-5B's) decode at 1280x704 of 9 latent frames (33 frames), float32, streamed.
 Diffusers' model is built from the config with a fixed seed and saved with save_pretrained; ours is loaded from
 that folder with sora_cli.loading.load_module, as sora_cli/pipeline.py loads a model. Nothing is downloaded.
 Writes $OUT/bench_gpu.json (default ./bench_out; rewritten after each case) and prints a table.
@@ -42,12 +45,20 @@ WAN21_13B = dict(patch_size=[1, 2, 2], num_attention_heads=12, attention_head_di
                  out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
                  qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
 WAN22_A14B = dict(WAN21_13B, num_attention_heads=40, ffn_dim=13824, num_layers=40)  # each expert: the 14B config
+# Wan-AI/Wan2.2-TI2V-5B-Diffusers: transformer/config.json, and the vae/config.json of the Wan 2.2 VAE.
+WAN22_TI2V_5B = dict(WAN21_13B, num_attention_heads=24, in_channels=48, out_channels=48, ffn_dim=14336)
+WAN22_VAE = dict(base_dim=160, decoder_base_dim=256, z_dim=48, is_residual=True, in_channels=12, out_channels=12,
+                 patch_size=2, scale_factor_spatial=16, latents_mean=[0.0] * 48, latents_std=[1.0] * 48)
 TINY = {"wan21_1.3b": dict(num_attention_heads=2, attention_head_dim=32, ffn_dim=128, num_layers=2, text_dim=64),
         "wan22_a14b": dict(num_attention_heads=4, attention_head_dim=32, ffn_dim=256, text_dim=64),
-        "vae": dict(base_dim=16, num_res_blocks=1)}
+        "vae": dict(base_dim=16, num_res_blocks=1),
+        "ti2v_5b": dict(num_attention_heads=2, attention_head_dim=32, ffn_dim=128, text_dim=64),
+        "vae22": dict(base_dim=8, decoder_base_dim=16, num_res_blocks=1)}
 REAL_SHAPE = dict(latent=(16, 21, 60, 104), text_len=512)  # 832x480, 81 frames
 TINY_SHAPE = dict(latent=(16, 3, 8, 8), text_len=16)  # 64x64, 9 frames
-PRIOR_S = {"wan21_1.3b": 60.0, "wan22_a14b": 90.0, "vae": 120.0}  # guesses for an H200, both implementations
+TI2V_LATENT = {False: (48, 31, 44, 80), True: (48, 3, 4, 4)}  # 1280x704, 121 frames; tiny: 64x64, 9 frames
+VAE22_LATENT = {False: (48, 9, 44, 80), True: (48, 3, 4, 4)}  # 1280x704, 33 frames
+PRIOR_S = {"wan21_1.3b": 60.0, "wan22_a14b": 90.0, "vae": 120.0, "ti2v_5b": 90.0, "vae22": 90.0}  # H200 guesses
 CASES = tuple(PRIOR_S)
 
 
@@ -154,8 +165,9 @@ def saved_weights(folder: Path, env: Env, make_ref, make_ours, prepare):
     return model.eval()
 
 
-def case_transformer(cfg: dict, env: Env) -> dict:
-    c, f, h, w = env.latent
+def case_transformer(cfg: dict, env: Env, latent: tuple | None = None) -> dict:
+    latent = latent or env.latent
+    c, f, h, w = latent
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, c, f, h, w, generator=g).repeat(2, 1, 1, 1, 1).to(env.device, env.dtype)  # as pipeline
     context = torch.randn(2, env.text_len, cfg["text_dim"], generator=g)
@@ -163,7 +175,7 @@ def case_transformer(cfg: dict, env: Env) -> dict:
     context[1, env.text_len // 4:] = 0
     context = context.to(env.device, env.dtype)
     t = torch.full((2,), 757.0, device=env.device)
-    result = {"config": cfg, "flops_per_step": dit_flops(cfg, env.latent, env.text_len)}
+    result = {"config": cfg, "latent": list(latent), "flops_per_step": dit_flops(cfg, latent, env.text_len)}
     with tempfile.TemporaryDirectory() as tmp:
         ref = saved_weights(Path(tmp), env, lambda: env.reference.WanTransformer3DModel(**cfg),
                             lambda: WanTransformer(TransformerConfig.from_dict(cfg)),
@@ -188,27 +200,31 @@ def case_transformer(cfg: dict, env: Env) -> dict:
     return result
 
 
-def case_a14b(env: Env) -> dict:
-    base = dict(WAN22_A14B, **TINY["wan22_a14b"]) if env.tiny else WAN22_A14B
-    result = case_transformer(dict(base, num_layers=env.layers), env)
-    full = dict(base, num_layers=40)
-    result["extrapolated_to_40_layers"] = ex = {
-        "note": f"EXTRAPOLATED: measured with {env.layers} of 40 blocks; step time x 40/{env.layers} "
-                "(embeddings and head, a few % of one block, are counted 40/K times)",
-        "flops_per_step": dit_flops(full, env.latent, env.text_len)}
+def case_cut(base: dict, env: Env, latent: tuple | None = None) -> dict:
+    """A transformer too large (or too slow) to build whole within the budget: --layers of its blocks, measured,
+    and the step time extrapolated to all of them."""
+    total = base["num_layers"]
+    result = case_transformer(dict(base, num_layers=env.layers), env, latent)
+    full = dict(base, num_layers=total)
+    result["extrapolated"] = ex = {
+        "layers": total,
+        "note": f"EXTRAPOLATED: measured with {env.layers} of {total} blocks; step time x {total}/{env.layers} "
+                "(embeddings and head, a few % of one block, are counted N/K times)",
+        "flops_per_step": dit_flops(full, latent or env.latent, env.text_len)}
     for impl in ("sora", "diffusers"):
         if impl in result:
             per_layer = result[impl]["median_s"] / env.layers
             result[impl]["per_layer_s"] = per_layer
-            ex[impl] = {"step_s": per_layer * 40, "mfu": ex["flops_per_step"] / (per_layer * 40) / env.peak_flops}
+            ex[impl] = {"step_s": per_layer * total,
+                        "mfu": ex["flops_per_step"] / (per_layer * total) / env.peak_flops}
     return result
 
 
-def case_vae(env: Env) -> dict:
-    cfg = dict(TINY["vae"]) if env.tiny else {}
-    c, f, h, w = env.latent
+def case_vae(env: Env, cfg: dict | None = None, latent: tuple | None = None) -> dict:
+    cfg = cfg if cfg is not None else dict(TINY["vae"]) if env.tiny else {}
+    c, f, h, w = latent or env.latent
     z = torch.randn(1, c, f, h, w, generator=torch.Generator().manual_seed(2)).to(env.device)  # normalised latents
-    result = {"config": cfg or "AutoencoderKLWan() defaults (Wan 2.1)", "latent_frames": f}
+    result = {"config": cfg or "AutoencoderKLWan() defaults (Wan 2.1)", "latent_frames": f, "latent": [c, f, h, w]}
     with tempfile.TemporaryDirectory() as tmp:
         ref = saved_weights(Path(tmp), env, lambda: env.reference.AutoencoderKLWan(**cfg),
                             lambda: WanVAE(VAEConfig.from_dict(cfg)), randomise_vae)
@@ -250,12 +266,12 @@ def table(results: dict) -> str:
                         f"{fmt(p.get('max_abs_diff'), '.3e'):>10} {fmt(p.get('mean_abs_diff'), '.3e'):>10}")
         if "diffusers" not in r:
             rows.append(f"{'':<12} (no diffusers: ours alone, no parity)")
-        if "extrapolated_to_40_layers" in r:
-            ex = r["extrapolated_to_40_layers"]
+        if "extrapolated" in r:
+            ex = r["extrapolated"]
             for impl in ("sora", "diffusers"):
                 if impl in ex:
-                    rows.append(f"{'':<12} {impl:<10} per layer {r[impl]['per_layer_s']:.4f} s -> 40 layers "
-                                f"{ex[impl]['step_s']:.3f} s, MFU {ex[impl]['mfu']:.1%}  (EXTRAPOLATED)")
+                    rows.append(f"{'':<12} {impl:<10} per layer {r[impl]['per_layer_s']:.4f} s -> {ex['layers']} "
+                                f"layers {ex[impl]['step_s']:.3f} s, MFU {ex[impl]['mfu']:.1%}  (EXTRAPOLATED)")
         if "parity" in r:
             p = r["parity"]
             rows.append(f"{'':<12} reference output mean|x| {p['ref_mean_abs']:.3e}, max|x| {p['ref_max_abs']:.3e}")
@@ -268,7 +284,8 @@ def main() -> None:
     parser.add_argument("--dtype", default=None, help="transformer dtype; default bfloat16 on cuda, float32 on cpu")
     parser.add_argument("--repeats", type=int, default=5, help="timed transformer steps after one warm-up")
     parser.add_argument("--vae-repeats", type=int, default=2, help="timed whole-clip decodes after a short warm-up")
-    parser.add_argument("--layers", type=int, default=None, help="A14B blocks built (default 8; 2 with --tiny)")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="blocks built of the A14B expert and of TI2V-5B (default 8; 2 with --tiny)")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}")
     parser.add_argument("--tiny", action="store_true", help="CPU dry run: the same code path at tiny shapes")
     parser.add_argument("--no-reference", action="store_true", help="measure ours alone, without diffusers")
@@ -309,9 +326,14 @@ def main() -> None:
     spent = prior_spent = 0.0
     run = {"wan21_1.3b": lambda: case_transformer(dict(WAN21_13B, **TINY["wan21_1.3b"]) if args.tiny else WAN21_13B,
                                                    env),
-           "wan22_a14b": lambda: case_a14b(env), "vae": lambda: case_vae(env)}
+           "wan22_a14b": lambda: case_cut(dict(WAN22_A14B, **TINY["wan22_a14b"]) if args.tiny else WAN22_A14B, env),
+           "vae": lambda: case_vae(env),
+           "ti2v_5b": lambda: case_cut(dict(WAN22_TI2V_5B, **TINY["ti2v_5b"], in_channels=48) if args.tiny
+                                       else WAN22_TI2V_5B, env, TI2V_LATENT[args.tiny]),
+           "vae22": lambda: case_vae(env, dict(WAN22_VAE, **TINY["vae22"]) if args.tiny else dict(WAN22_VAE),
+                                     VAE22_LATENT[args.tiny])}
     for name in cases:
-        prior = PRIOR_S[name] * (env.layers / 8 if name == "wan22_a14b" else 1) * (0.05 if args.tiny else 1)
+        prior = PRIOR_S[name] * (env.layers / 8 if name in ("wan22_a14b", "ti2v_5b") else 1) * (0.05 if args.tiny else 1)
         estimate = prior * (spent / prior_spent if prior_spent else 1.0)  # priors scaled by how the others went
         elapsed = time.perf_counter() - T0
         if elapsed + estimate > args.budget:

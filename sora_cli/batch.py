@@ -279,11 +279,9 @@ def requested(item: Item) -> dict:
     """What the line asked for (None: the model's default), for records of items that were not rendered."""
     rows = of_mode(item.mode)
     asked = {k: v for k, v in dataclasses.asdict(item.request).items()
-             if k in rows and k not in ("prompt", "seed", "image", "out", "repeat", "mode")}
+             if k in rows and k not in ("prompt", "seed", "out", "repeat", "mode")}
     if item.mode != "generate":
-        asked["mode"] = item.mode
-    if item.inputs:
-        asked |= dict(image=item.request.image, video=list(item.request.videos))
+        asked |= dict(mode=item.mode, video=list(item.request.videos))
     return asked
 
 

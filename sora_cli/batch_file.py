@@ -154,13 +154,13 @@ def _items(line: int, fields: dict, defaults: dict, repeat: int, out_dir: Path, 
     mode = fields.get("mode", "generate")
     if mode not in MODES:
         raise LineError(f"mode '{mode}' is not allowed; choose one of: {', '.join(MODES)}")
-    image, videos = _inputs(mode, fields, base)
+    images, videos = _inputs(mode, fields, base)
     rows = of_mode(mode)
     foreign = [k for k in fields if k not in rows]
     if foreign:
         raise LineError(f"mode '{mode}' does not take {', '.join(map(repr, foreign))}; it takes: "
                         f"{', '.join(k for k in rows if k not in _OWN)}")
-    own = {k: v for k, v in fields.items() if k not in _OWN} | ({"image": image} if image else {})
+    own = {k: v for k, v in fields.items() if k not in _OWN} | images
     if "prompt" in own:
         own["prompt"] = own["prompt"].strip()
     # The command line's values are defaults for the lines whose mode takes the same setting (`seconds` of an
@@ -185,12 +185,14 @@ def _items(line: int, fields: dict, defaults: dict, repeat: int, out_dir: Path, 
     return items
 
 
-def _inputs(mode: str, fields: dict, base: Path) -> tuple[str | None, tuple[str, ...]]:
-    """The image and video files a line reads, checked to exist and be readable (relative paths start at the
-    prompt file), so that a missing input is a bad line, found before any model is loaded."""
-    image, video = fields.get("image"), fields.get("video")
-    if image is not None and mode != "generate":
-        raise LineError(f"'image' goes with mode 'generate' (image-to-video), not '{mode}'")
+def _inputs(mode: str, fields: dict, base: Path) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The image and video files a line reads ({"image": path, "last_image": path} as given, and its videos),
+    checked to exist and be readable (relative paths start at the prompt file), so that a missing input is a bad
+    line, found before any model is loaded."""
+    images = {k: fields[k] for k in ("image", "last_image") if fields.get(k) is not None}
+    video = fields.get("video")
+    for key in images if mode != "generate" else ():
+        raise LineError(f"'{key}' goes with mode 'generate' (image-to-video), not '{mode}'")
     if mode == "generate" and video is not None:
         raise LineError("'video' needs a mode: extend, loop, edit or connect")
     wanted = 2 if mode == "connect" else 1
@@ -208,7 +210,7 @@ def _inputs(mode: str, fields: dict, base: Path) -> tuple[str | None, tuple[str,
             raise LineError(f"input file '{name}' cannot be read (no permission)")
         return str(path)
 
-    return (None if image is None else existing(image)), tuple(existing(v) for v in videos)
+    return {k: existing(v) for k, v in images.items()}, tuple(existing(v) for v in videos)
 
 
 def _out_name(out: str, seed: int | None, out_dir: Path) -> str:

@@ -12,6 +12,11 @@ chosen by the checkpoint (`model_index.json`, `_sora.conditioning`):
 
 In both modes the solver's own state keeps the known frames on their noised path (the solvers assume one noise
 level for the whole latent), and the final latents' known frames are exactly the clean ones.
+
+Image-to-video checkpoints (Wan 2.1 I2V and FLF2V, Wan 2.2 I2V) take given video frames as input channels instead
+(`ImageInput`): beside the noisy latents, on every step, a mask of which video frames are given and the VAE's
+latents of a clip that holds them with grey everywhere else; Wan 2.1's also attend to the image encoder's tokens
+of them.
 """
 
 from __future__ import annotations
@@ -71,6 +76,24 @@ class KnownFrames:
         return bool(self.mask.any())
 
 
+@dataclass
+class ImageInput:
+    """Given video frames as an image-to-video checkpoint reads them. `channels` (1, 4 + C, F, h, w) go beside the
+    noisy latents on every step: for each latent frame, which of the video frames it stands for are given (4, the
+    first latent frame's one frame repeated), then the latents; `features` (1, S, image_dim), the image encoder's
+    tokens of the given frames (Wan 2.1), or None."""
+
+    channels: Tensor
+    features: Tensor | None = None
+
+
+def frame_mask_channels(given: Tensor, stride: int) -> Tensor:
+    """Which video frames are given, a bool (T,) for T = 1 + stride*n, as (stride, 1 + n) latent-frame channels:
+    latent frame 0 stands for video frame 0 alone (repeated), frame k for video frames stride*(k-1)+1 .. stride*k."""
+    padded = torch.cat([given[:1].repeat(stride - 1), given]).float()  # (stride * (1 + n),)
+    return padded.view(-1, stride).T
+
+
 def sdedit_start(strength: float, num_steps: int) -> int:
     """The step SDEdit starts at: strength is the share of the schedule that is run (1 = from pure noise)."""
     if not 0 < strength <= 1:
@@ -88,8 +111,8 @@ class Guide:
     """
 
     def __init__(self, known: KnownFrames | None, noise: Tensor, sigmas: Tensor, mode: str,
-                 grid: tuple[int, int, int]):
-        self.noise, self.sigmas, self.mode, self.grid = noise, sigmas, mode, grid
+                 grid: tuple[int, int, int], image: ImageInput | None = None):
+        self.noise, self.sigmas, self.mode, self.grid, self.image = noise, sigmas, mode, grid, image
         self.known = known if known is not None and known.any else None
         if known is not None:
             if known.latents.shape != noise.shape:
@@ -117,6 +140,9 @@ class Guide:
     def model_input(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """What the transformer sees for solver state x at timestep t (0-d): with clean tokens, the known frames
         clean at timestep 0 and per-token timesteps (1, L); otherwise x and t as they are."""
+        if self.image is not None:  # the given frames as channels beside every sample's latents
+            channels = self.image.channels.to(x.device, x.dtype)
+            x = torch.cat([x, channels.expand(x.shape[0], *channels.shape[1:])], dim=1)
         if self.known is None or self.mode != CLEAN_TOKENS:
             return x, t
         x = torch.where(self.frame_mask, self.clean.to(x.dtype), x)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
@@ -70,6 +70,7 @@ def make(pipe: Pipeline, request: Request, sources: list[Clip], on_progress: Pro
     read. A request without a prompt takes the one sora stored in its input."""
     r, first = request, sources[0] if sources else None
     kw = dict(r.pipeline_kwargs(pipe), fit=r.fit, on_progress=on_progress)
+    images = iter(sources)  # a generate request's inputs: its image, then its last image, each if given
     if r.mode == "extend":
         return extend(pipe, first, r.seconds, r.prompt or None, r.backward, **kw)
     if r.mode == "loop":
@@ -78,7 +79,8 @@ def make(pipe: Pipeline, request: Request, sources: list[Clip], on_progress: Pro
         return connect(pipe, first, sources[1], r.seconds, r.prompt or None, **kw)
     if r.mode == "edit":
         return edit(pipe, first, r.prompt, r.strength, **kw)
-    return generate(pipe, r.prompt, first, r.loop, **kw)
+    image = next(images) if r.image else None
+    return generate(pipe, r.prompt, image, r.loop, last_image=next(images) if r.last_image else None, **kw)
 
 
 def window(pipe: Pipeline) -> tuple[int, int]:
@@ -88,32 +90,66 @@ def window(pipe: Pipeline) -> tuple[int, int]:
 
 
 def generate(pipe: Pipeline, prompt: str, image: Clip | None = None, loop: bool = False, fit: str = "crop",
-             on_progress: ProgressFn | None = None, **settings) -> Stream:
+             on_progress: ProgressFn | None = None, last_image: Clip | None = None, **settings) -> Stream:
     """A video for the prompt, as long as asked (windows beyond the model's own length), optionally starting
-    from an image and/or looping: its last frame flows into its first, so it has one frame fewer than asked."""
-    if image is not None and settings.get("width") is None and settings.get("height") is None:
+    from an image, ending on one, or looping: its last frame flows into its first, so it has one frame fewer
+    than asked. An image-to-video checkpoint is given its images as it was trained to take them; any other model
+    gets them as known latent frames."""
+    if loop and last_image is not None:
+        raise OptionError("--loop ends the video where it starts, so it takes no --last-image")
+    given = image or last_image
+    if given is not None and settings.get("width") is None and settings.get("height") is None:
         d = pipe.defaults
-        settings["width"], settings["height"] = clips.target_size(image, d.width * d.height, pipe.size_multiple)
+        settings["width"], settings["height"] = clips.target_size(given, d.width * d.height, pipe.size_multiple)
     job = pipe.resolve(prompt, **settings)
+    fitted = {i: clips.conform(Clip(c.frames[:1], None, c.name), job.fps, (job.width, job.height), fit).frames[0]
+              for i, c in ((0, image), (-1, last_image)) if c is not None}
+    extra = dict(image=image and image.name, last_image=last_image and last_image.name, loop=loop or None)
+    if pipe.takes_images:
+        made, total = _from_images(pipe, job, fitted, loop, on_progress)
+        return _stream(job, made, total, "generate", {key: v for key, v in extra.items() if v is not None})
     f, k = window(pipe)
     length = pipe.latent_frames(job.num_frames)
-    head = None
-    if image is not None:
-        image = clips.conform(Clip(image.frames[:1], None, image.name), job.fps, (job.width, job.height), fit)
-        head = pipe.encode(image.frames)  # (1, C, 1, h, w)
-    tail = max(1, k - 1) if loop else 0
-    if loop and length < tail + 2:  # the loop's end copies latents 1..tail, which must be made before it
-        raise OptionError(f"--loop needs at least {pipe.temporal_stride * (tail + 1) + 1} frames with this model")
-    plan = chain.Plan(length + tail, f, k, head=head, loop_tail=tail, anchor=True)
+    head = pipe.encode(fitted[0][None]) if 0 in fitted else None  # (1, C, 1, h, w)
+    tail = encode_start(pipe, fitted[-1][None], 1) if -1 in fitted else None  # the image held: its last latent
+    loop_tail = max(1, k - 1) if loop else 0
+    if loop and length < loop_tail + 2:  # the loop's end copies latents 1..tail, which must be made before it
+        raise OptionError(f"--loop needs at least {pipe.temporal_stride * (loop_tail + 1) + 1} frames with this "
+                          "model")
+    plan = chain.Plan(length + loop_tail, f, k, head=head, tail=tail, loop_tail=loop_tail, anchor=True)
     total = job.num_frames - 1 if loop else job.num_frames
     made = _frames(pipe, job, plan, 0, total, on_progress, "--loop" if loop else "--frames")
     spans = len(chain.windows(plan))
-    if spans == 1 and head is None and not loop:  # plain text-to-video in one window: the pipeline's own path
+    if spans == 1 and not fitted and not loop:  # plain text-to-video in one window: the pipeline's own path
         made = _sampled(pipe, job, on_progress)
-    if image is not None:
-        made = _replace_first(made, image.frames[0])
-    extra = dict(image=image and image.name, loop=loop or None, windows=spans if spans > 1 else None)
+    extra["windows"] = spans if spans > 1 else None
+    made = _keep_given(made, {p % job.num_frames: frame for p, frame in fitted.items()})
     return _stream(job, made, total, "generate", {key: v for key, v in extra.items() if v is not None})
+
+
+def _from_images(pipe: Pipeline, job: Job, fitted: dict[int, np.ndarray], loop: bool,
+                 on_progress: ProgressFn | None) -> tuple[Iterator[np.ndarray], int]:
+    """An image-to-video checkpoint's video from its first frame (and last, or the first again for a loop), in
+    one pass of the whole length; the given frames are written as given."""
+    if 0 not in fitted:
+        raise OptionError("this is an image-to-video checkpoint: give it the first frame (--image)")
+    if loop:
+        fitted = {0: fitted[0], -1: fitted[0]}  # the clip ends on its start; the repeated frame is dropped
+    if -1 not in fitted and pipe.spec.transformer.pos_embed_seq_len:
+        raise OptionError("this is a first-last-frame checkpoint (Wan 2.1 FLF2V): it needs a last frame as well "
+                          "as a first (generate: --last-image, or --loop; connect and loop give it both)")
+    if -1 in fitted and not pipe.spec.takes_last_image:
+        raise OptionError("this checkpoint takes a first frame only; a last one (--last-image, --loop) needs a "
+                          "first-last-frame checkpoint (Wan 2.1 FLF2V, Wan 2.2 I2V)")
+    progress = on_progress or (lambda stage, done, total: None)
+    given = {p % job.num_frames: frame for p, frame in fitted.items()}
+
+    def frames() -> Iterator[np.ndarray]:
+        latents = pipe.sample([job], on_progress=progress, image=pipe.image_input(job, fitted))
+        yield from _keep_given(_decode(pipe, iter(latents.split(1, dim=2)), 0, total, progress), given)
+
+    total = job.num_frames - 1 if loop else job.num_frames
+    return frames(), total
 
 
 def fits_one_window(pipe: Pipeline, job: Job) -> bool:
@@ -142,7 +178,12 @@ def extend(pipe: Pipeline, clip: Clip, seconds: float = EXTEND_SECONDS, prompt: 
     f, k = window(pipe)
     st = pipe.temporal_stride
     new = max(1, round(seconds * job.fps))
-    if not backward:
+    if pipe.takes_images:  # image-to-video from the clip's last frame (or, backwards, there is no first frame)
+        if backward:
+            raise OptionError("an image-to-video checkpoint continues a clip forwards only (it needs a first frame)")
+        parts = [[clip.frames], _between(pipe, job, clip.frames[-1], None, st * math.ceil(new / st) + 1, new,
+                                         on_progress)]
+    elif not backward:
         a = min(k, (len(clip.frames) - 1) // st + 1)
         skip = 1 + st * (a - 1)  # the decoded frames of the clip's own end
         plan = chain.Plan(a + math.ceil(new / st), f, k, head=encode_end(pipe, clip.frames, a), anchor=True)
@@ -195,6 +236,9 @@ def edit(pipe: Pipeline, clip: Clip, prompt: str, strength: float = STRENGTH, fi
          on_progress: ProgressFn | None = None, **settings) -> Stream:
     """Video-to-video: the clip's latents noised to `strength` (1 = pure noise) and denoised with the prompt."""
     check(of_mode("edit")["strength"], strength, "strength")
+    if pipe.takes_images:
+        raise OptionError("edit redoes every frame, which an image-to-video checkpoint cannot: it needs a given "
+                          "first frame; use a text-to-video model")
     job, clip = _prepare(pipe, prompt, clip, fit, settings)
     f, k = window(pipe)
     st = pipe.temporal_stride
@@ -207,9 +251,13 @@ def edit(pipe: Pipeline, clip: Clip, prompt: str, strength: float = STRENGTH, fi
 
 def bridge(pipe: Pipeline, job: Job, before: np.ndarray, after: np.ndarray, seconds: float | None,
            on_progress: ProgressFn | None) -> tuple[Iterator[np.ndarray], int]:
-    """New frames leading from the end of `before` into the start of `after`, and how many (4n - 1)."""
+    """New frames leading from the end of `before` into the start of `after`, and how many (4n - 1). A
+    first-last-frame checkpoint makes them from the two frames they join."""
     f, k = window(pipe)
     st = pipe.temporal_stride
+    if pipe.takes_images:
+        g = (pipe.defaults.num_frames - 1) // st if seconds is None else max(1, round((seconds * job.fps + 1) / st))
+        return _between(pipe, job, before[-1], after[0], st * g + 1, st * g - 1, on_progress), st * g - 1
     # as much of each clip as the window allows, the start of the second one frame shorter (its frame 0 is made)
     b = max(1, min(k - 1, (len(after) - 1) // st, f - k - 1))
     a = max(1, min(k, (len(before) - 1) // st + 1, f - b - 1))
@@ -263,6 +311,19 @@ def _frames(pipe: Pipeline, job: Job, plan: chain.Plan, first: int, stop: int, o
     return frames()
 
 
+def _between(pipe: Pipeline, job: Job, first: np.ndarray, last: np.ndarray | None, frames: int, keep: int,
+             on_progress: ProgressFn | None) -> Iterator[np.ndarray]:
+    """`keep` new frames of an image-to-video checkpoint after `first` (and before `last`): a clip of `frames`
+    (4n + 1) made from them, without the given frames themselves. Lazy: the model runs on iteration."""
+    made, _ = _from_images(pipe, replace(job, num_frames=frames),
+                           {0: first} | ({} if last is None else {-1: last}), False, on_progress)
+
+    def new() -> Iterator[np.ndarray]:
+        yield np.concatenate(list(made))[1:1 + keep]  # one window: held whole for a moment
+
+    return new()
+
+
 def _sampled(pipe: Pipeline, job: Job, on_progress: ProgressFn | None) -> Iterator[np.ndarray]:
     """The job's frames by `Pipeline.sample`, made lazily: the model runs on iteration."""
     progress = on_progress or (lambda stage, done, total: None)
@@ -284,13 +345,18 @@ def _decode(pipe: Pipeline, latents: Iterator[Tensor], first: int, stop: int,
         yield chunk
 
 
-def _replace_first(chunks: Iterable[np.ndarray], frame: np.ndarray) -> Iterator[np.ndarray]:
-    """The known first frame is written as given, not as the VAE reconstructs it."""
-    it = iter(chunks)
-    first = next(it).copy()
-    first[0] = frame
-    yield first
-    yield from it
+def _keep_given(chunks: Iterable[np.ndarray], given: dict[int, np.ndarray]) -> Iterator[np.ndarray]:
+    """Frames given as input (video frame index -> frame) are written as given, not as the VAE reconstructs
+    them."""
+    position = 0
+    for chunk in chunks:
+        inside = [p - position for p in given if position <= p < position + len(chunk)]
+        if inside:
+            chunk = chunk.copy()
+            for i in inside:
+                chunk[i] = given[position + i]
+        position += len(chunk)
+        yield chunk
 
 
 def _stream(job: Job, chunks: Iterable[np.ndarray], total: int, operation: str, extra: dict) -> Stream:

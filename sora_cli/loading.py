@@ -36,13 +36,18 @@ KNOWN_MODELS: dict[str, str] = {
     "wan2.1-t2v-14b": "Wan-AI/Wan2.1-T2V-14B-Diffusers",
     "wan2.2-t2v-a14b": "Wan-AI/Wan2.2-T2V-A14B-Diffusers",  # two experts: transformer_2 and boundary_ratio
     "wan2.2-ti2v-5b": "Wan-AI/Wan2.2-TI2V-5B-Diffusers",  # the Wan 2.2 VAE; timesteps per token (expand_timesteps)
+    # image-to-video: the given frames as input channels (conditioning.ImageInput)
+    "wan2.1-i2v-14b-480p": "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",  # and a CLIP image encoder
+    "wan2.1-i2v-14b-720p": "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",
+    "wan2.1-flf2v-14b-720p": "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers",  # a first and a last frame
+    "wan2.2-i2v-a14b": "Wan-AI/Wan2.2-I2V-A14B-Diffusers",  # two experts; first, or first and last frame
 }
 DEFAULT_MODEL = "sora-tiny"
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 # Only what the pipeline reads is fetched from the hub: no pickled .bin/.pth files, no extra variants.
 HUB_PATTERNS = ["model_index.json", "*/config.json", "*/*.safetensors", "*/*.safetensors.index.json",
-                "tokenizer/*", "scheduler/*"]
+                "tokenizer/*", "scheduler/*", "image_processor/*"]
 
 
 def resolve_model(model: str | None, offline: bool = False) -> Path:
@@ -129,10 +134,12 @@ def check_complete(folder: Path) -> None:
         if not path.is_dir():
             raise ModelError(f"model at {folder} is incomplete: {component}/ is missing")
     weighted = ["transformer", "vae"]
-    if is_named(index.get("transformer_2")):  # a two-expert model (Wan 2.2 A14B): the low-noise expert
-        if not (folder / "transformer_2").is_dir():
-            raise ModelError(f"model at {folder} is incomplete: transformer_2/ is missing")
-        weighted.append("transformer_2")
+    # a two-expert model's low-noise expert (Wan 2.2 A14B); an image-to-video model's image encoder (Wan 2.1)
+    for optional in ("transformer_2", *IMAGE_TO_VIDEO):
+        if is_named(index.get(optional)):
+            if not (folder / optional).is_dir():
+                raise ModelError(f"model at {folder} is incomplete: {optional}/ is missing")
+            weighted += [optional] if optional != "image_processor" else []
     for component in weighted:
         weight_files(folder / component)
     if not (folder / "scheduler" / "scheduler_config.json").is_file():
@@ -141,16 +148,15 @@ def check_complete(folder: Path) -> None:
 
 # Top-level model_index.json keys besides "_"-prefixed ones: the components sora loads and the two settings
 # it reads. A component diffusers wrote as [null, null] (one it was not given) names nothing and is fine.
-UNDERSTOOD = frozenset({*COMPONENTS, "transformer_2", "boundary_ratio", "expand_timesteps"})
-PIPELINE_CLASS = "WanPipeline"
 IMAGE_TO_VIDEO = ("image_encoder", "image_processor")
+UNDERSTOOD = frozenset({*COMPONENTS, *IMAGE_TO_VIDEO, "transformer_2", "boundary_ratio", "expand_timesteps"})
+PIPELINES = ("WanPipeline", "WanImageToVideoPipeline")
 
 
 def check_index(folder: Path, index: dict) -> None:
-    """model_index.json names each component as [library, class], and nothing sora does not run (an image
-    encoder, another pipeline's components): a folder holding more is refused here, never quietly rendered
-    without it."""
-    for component in (*COMPONENTS, "transformer_2"):
+    """model_index.json names each component as [library, class], and nothing sora does not run (another
+    pipeline's components): a folder holding more is refused here, never quietly rendered without it."""
+    for component in (*COMPONENTS, "transformer_2", *IMAGE_TO_VIDEO):
         entry = index.get(component)
         if entry is None:
             continue
@@ -164,17 +170,15 @@ def check_index(folder: Path, index: dict) -> None:
 
 def _not_run(index: dict) -> str | None:
     """Why sora cannot run what model_index.json describes; None when it can."""
-    pipeline = index.get("_class_name", PIPELINE_CLASS)
-    if pipeline != PIPELINE_CLASS:
-        kind = "image-to-video checkpoints are" if "ImageToVideo" in str(pipeline) else "that pipeline is"
-        return (f"model_index.json names a {str(pipeline)[:60]}; sora runs {PIPELINE_CLASS} (text-to-video) "
-                f"folders, and {kind} not supported yet")
+    pipeline = index.get("_class_name", PIPELINES[0])
+    if pipeline not in PIPELINES:
+        return f"model_index.json names a {str(pipeline)[:60]}; sora runs {' and '.join(PIPELINES)} folders"
     for key, entry in index.items():
         if key.startswith("_") or key in UNDERSTOOD or names_nothing(entry):
             continue
-        if key in IMAGE_TO_VIDEO:
-            return f"model_index.json names an {key}: image-to-video checkpoints are not supported yet"
         return f"model_index.json names \"{key[:60]}\", which sora does not load"
+    if is_named(index.get("image_encoder")) != is_named(index.get("image_processor")):
+        return "model_index.json names an image encoder without its image processor, or the other way round"
     expand = index.get("expand_timesteps")
     if expand not in (None, False, True):
         return f"expand_timesteps must be true or false, got {str(expand)[:60]}"

@@ -17,8 +17,10 @@ import torch
 from torch import Tensor
 
 from . import experts, settings
-from .conditioning import Guide, KnownFrames, conditioning_mode, sdedit_start
+from .conditioning import Guide, ImageInput, KnownFrames, conditioning_mode, frame_mask_channels, sdedit_start
+from .errors import OptionError
 from .loading import load_module, open_device, text_encoder_dirs
+from .models.image_encoder import ImageEncoder
 from .models.text_encoder import TextEncoder
 from .models.wan.transformer import FP32_PARAM_PATTERNS, WanTransformer
 from .models.wan.vae import WanVAE
@@ -75,10 +77,10 @@ class Video:
 class Pipeline:
     def __init__(self, spec: ModelSpec, transformer: WanTransformer, vae: WanVAE, text_encoder: TextEncoder,
                  device: torch.device, dtype: torch.dtype, offload: bool = False,
-                 transformer_2: WanTransformer | None = None):
+                 transformer_2: WanTransformer | None = None, image_encoder: ImageEncoder | None = None):
         # `transformer` is the only transformer, or the high-noise expert; `transformer_2` the low-noise one.
         self.spec, self.transformer, self.vae, self.text_encoder = spec, transformer, vae, text_encoder
-        self.transformer_2 = transformer_2
+        self.transformer_2, self.image_encoder = transformer_2, image_encoder
         self.device, self.dtype, self.offload = device, dtype, offload
         self.conditioning = conditioning_mode(spec.defaults.conditioning)  # how known frames reach the model
 
@@ -102,7 +104,11 @@ class Pipeline:
         encoder_class = spec.index.get("text_encoder", [None, "UMT5EncoderModel"])[1]
         text_encoder = TextEncoder.load(*text_encoder_dirs(folder, spec.index), encoder_class,
                                         spec.defaults.text_length, dtype)
-        return cls(spec, transformer, vae, text_encoder, device, dtype, offload, transformer_2)
+        image_encoder = None
+        if spec.transformer.image_dim is not None:  # Wan 2.1 image-to-video: CLIP, visiting the device as text does
+            image_encoder = ImageEncoder.load(folder / "image_encoder", folder / "image_processor",
+                                              spec.index["image_encoder"][1], dtype)
+        return cls(spec, transformer, vae, text_encoder, device, dtype, offload, transformer_2, image_encoder)
 
     @property
     def name(self) -> str:
@@ -136,17 +142,19 @@ class Pipeline:
                  guidance_scale: float | None = None, shift: float | None = None, sampler: str | None = None,
                  seed: int | None = None, fps: float | None = None, passes: int | None = None,
                  guidance_scale_2: float | None = None, known: KnownFrames | None = None, strength: float = 1.0,
-                 on_progress: ProgressFn | None = None) -> Video:
+                 images: dict[int, np.ndarray] | None = None, on_progress: ProgressFn | None = None) -> Video:
         """A video for the prompt. `known` frames (latents for this size and length) are kept and the rest is
         generated around them; strength < 1 is SDEdit: sampling starts from `known.latents` noised that far.
-        guidance_scale_2 is the low-noise expert's, for a two-expert model."""
+        `images` {video frame: (H, W, 3) uint8} are the frames an image-to-video checkpoint is given (0, and -1
+        for the last). guidance_scale_2 is the low-noise expert's, for a two-expert model."""
         job = self.resolve(prompt, negative_prompt, height, width, num_frames, num_steps, guidance_scale, shift,
                            sampler, seed, fps, passes, guidance_scale_2)
-        latents = self.sample([job], known, strength, on_progress)
+        image = self.image_input(job, images) if images else None
+        latents = self.sample([job], known, strength, on_progress, image)
         return Video(frames=self.decode(latents, on_progress), fps=job.fps, seed=job.seed, metadata=job.metadata)
 
     def sample(self, jobs: list[Job], known: KnownFrames | None = None, strength: float = 1.0,
-               on_progress: ProgressFn | None = None) -> Tensor:
+               on_progress: ProgressFn | None = None, image: ImageInput | None = None) -> Tensor:
         """Latents (N, C, F, h, w) of N jobs that share every setting but prompt and seed, denoised as one batch:
         each the latents it gets alone, up to a rounding step (a batched matrix product rounds a little
         differently)."""
@@ -160,7 +168,39 @@ class Pipeline:
         noise = torch.cat([self.draw_noise(job, job.generator()) for job in jobs])
 
         # 3. Denoise step by step along the shifted flow-matching schedule, keeping the known frames.
-        return self.denoise(jobs[0], context, noise, known, strength, lambda i, n: progress("denoise", i, n))
+        if self.takes_images and image is None:
+            raise OptionError("this is an image-to-video checkpoint: give it the first frame (--image)")
+        return self.denoise(jobs[0], context, noise, known, strength, lambda i, n: progress("denoise", i, n), image)
+
+    @property
+    def takes_images(self) -> bool:
+        """Whether the checkpoint reads given frames as input channels (Wan's image-to-video layout)."""
+        return self.spec.takes_images
+
+    def image_input(self, job: Job, images: dict[int, np.ndarray]) -> ImageInput:
+        """Frames {video frame: (H, W, 3) uint8} as an image-to-video checkpoint reads them (conditioning.py):
+        a clip of the job's length holding them, grey elsewhere, through the VAE, beside which frames they are;
+        and, for Wan 2.1's, the image encoder's tokens of them in order."""
+        if not self.takes_images:
+            raise OptionError("this checkpoint is not an image-to-video one; give it known frames instead")
+        frames = dict(sorted(((p % job.num_frames, f) for p, f in images.items()), key=lambda pf: pf[0]))
+        video = torch.zeros(1, 3, job.num_frames, job.height, job.width)  # grey: 0 in the VAE's [-1, 1]
+        given = torch.zeros(job.num_frames, dtype=torch.bool)
+        for p, frame in frames.items():
+            video[0, :, p] = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float() / 127.5 - 1
+            given[p] = True
+        with self._on_device(self.vae):
+            latents = self.vae.encode(video.to(self.device))  # (1, C, F, h, w)
+        mask = frame_mask_channels(given, self.temporal_stride).to(latents)  # (4, F)
+        mask = mask[None, :, :, None, None].expand(1, -1, -1, *latents.shape[3:])
+        features = None
+        if self.image_encoder is not None:
+            encoder = self.image_encoder.model.to(self.device)
+            try:
+                features = self.image_encoder.encode(list(frames.values())).to(self.device, self.dtype)
+            finally:
+                encoder.to("cpu")
+        return ImageInput(torch.cat([mask, latents], dim=1), features)
 
     def resolve(self, prompt: str, negative_prompt: str | None = None, height: int | None = None,
                 width: int | None = None, num_frames: int | None = None, num_steps: int | None = None,
@@ -215,15 +255,16 @@ class Pipeline:
         return context
 
     def denoise(self, job: Job, context: Tensor, noise: Tensor, known: KnownFrames | None = None,
-                strength: float = 1.0, on_step: Callable[[int, int], None] | None = None) -> Tensor:
+                strength: float = 1.0, on_step: Callable[[int, int], None] | None = None,
+                image: ImageInput | None = None) -> Tensor:
         """noise (N, C, F, h, w) -> latents of that shape, with the known frames exactly their clean latents.
         context: the N prompts, then (under guidance) the N negative prompts."""
         start = sdedit_start(strength, job.num_steps)
         if start and known is None:
             raise ValueError("strength < 1 (SDEdit) needs the source latents, given as `known`")
-        nothing_known = known is None or not known.any
+        nothing_known = (known is None or not known.any) and image is None
         if not (job.passes == 2 and nothing_known and start == 0 and noise.shape[2] > 1):
-            return self._sample(job, context, noise, known, start, on_step)
+            return self._sample(job, context, noise, known, start, on_step, image)
         # Two passes (known frames or SDEdit already fix the start). With nothing known, where the object is and
         # where it goes are decided together at high noise, and the direction word barely moves that; with the
         # first frame known, the word alone decides the path, which sora-tiny was trained to follow
@@ -239,10 +280,10 @@ class Pipeline:
                             (lambda i, _: on_step(n + i, 2 * n)) if on_step else None)
 
     def _sample(self, job: Job, context: Tensor, noise: Tensor, known: KnownFrames | None, start: int,
-                on_step: Callable[[int, int], None] | None) -> Tensor:
+                on_step: Callable[[int, int], None] | None, image: ImageInput | None = None) -> Tensor:
         sigmas, timesteps = flow_sigmas(job.num_steps, job.shift, job.sampler, self.sampler.num_train_timesteps)
         noise = noise.to(self.device)
-        guide = Guide(known, noise, sigmas, self.conditioning, self.transformer.token_grid(*noise.shape[2:]))
+        guide = Guide(known, noise, sigmas, self.conditioning, self.transformer.token_grid(*noise.shape[2:]), image)
         with self._expert_switch(job) as switch, torch.inference_mode():
             x = guide.initial(None if known is None else known.latents, start)
             latents = sample(self._velocity_fn(context, switch, sigmas, guide), x, sigmas, timesteps,
@@ -269,6 +310,7 @@ class Pipeline:
     def _velocity_fn(self, context: Tensor, switch: experts.ExpertSwitch, sigmas: Tensor,
                      guide: Guide) -> Callable[[Tensor, Tensor, int], Tensor]:
         predicts_x0 = self.sampler.prediction == "sample"
+        features = guide.image.features if guide.image is not None else None  # (1, S, image_dim) or None
 
         def velocity(x: Tensor, t: Tensor, i: int) -> Tensor:
             model, guidance_scale = switch.pick(t)  # by the step's timestep alone, as diffusers picks
@@ -278,7 +320,8 @@ class Pipeline:
             copies = context.shape[0] // x.shape[0] if guidance_scale > 1.0 else 1
             batch = copies * x.shape[0]
             x_in = x_in.to(self.dtype).repeat(copies, 1, 1, 1, 1)
-            v = model(x_in, t_in.to(self.device).expand(batch, *t_in.shape[1:]), context[:batch]).float()
+            image = None if features is None else features.expand(batch, *features.shape[1:])
+            v = model(x_in, t_in.to(self.device).expand(batch, *t_in.shape[1:]), context[:batch], image).float()
             if predicts_x0:  # x = (1 - s) x0 + s noise, so the velocity noise - x0 is (x - x0) / s
                 v = (x.float().repeat(copies, 1, 1, 1, 1) - v) / float(sigmas[i])
             if copies == 1:

@@ -25,8 +25,8 @@ class _Request:
 
     @property
     def inputs(self) -> tuple:
-        """The files the request reads: its image, or its videos."""
-        return ((self.image,) if self.image else ()) + self.videos
+        """The files the request reads: its image and last image, or its videos."""
+        return tuple(i for i in (self.image, self.last_image) if i) + self.videos
 
     def pipeline_kwargs(self, spec) -> dict:
         """Keyword arguments for `Pipeline.resolve` (and the editing functions): the settings the request's mode

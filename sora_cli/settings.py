@@ -282,6 +282,8 @@ SETTINGS: tuple[Setting, ...] = (
     # Inputs and editing.
     Setting("image", Path, "Image (png, jpg, webp) to start from: the first frame.", ("generate",),
             ("generate",)),
+    Setting("last_image", Path, "Image (png, jpg, webp) to end on: the last frame.", ("generate",), ("generate",),
+            json_kinds=(str,)),
     Setting("loop", bool, "Make the last frame flow into the first (one frame fewer than asked).", ("generate",),
             ("generate",), default=False),
     Setting("fit", str, "How an input of another shape is fitted: crop (keep the centre), pad or stretch.", MODES,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import experts
 from .errors import ModelError
-from .loading import read_json, resolve_model
+from .loading import KNOWN_MODELS, is_named, read_json, resolve_model
 from .models import checks
 from .models.wan.transformer import TransformerConfig, check_supported
 from .models.wan.vae import VAEConfig
@@ -24,6 +24,12 @@ WAN_NEGATIVE_PROMPT = (
 # Wan 2.2 TI2V-5B (`expand_timesteps`: a timestep per token): 720p at 24 fps, 5 s, as its makers run it; and the
 # first frame given clean at timestep 0, the image conditioning it was trained with (conditioning.py).
 TI2V = dict(width=1280, height=704, num_frames=121, fps=24, conditioning="clean_tokens")
+# What the makers of published checkpoints run them at, where it differs from Wan's defaults and nothing in the
+# folder says so (diffusers leaves it to the caller). A model's own `_sora` entries still come first.
+HD = dict(width=1280, height=720)
+NATIVE = {"Wan-AI/Wan2.1-I2V-14B-720P-Diffusers": HD, "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers": HD,
+          "Wan-AI/Wan2.2-T2V-A14B-Diffusers": dict(HD, num_steps=40, guidance_scale=4.0, guidance_scale_2=3.0),
+          "Wan-AI/Wan2.2-I2V-A14B-Diffusers": dict(HD, num_steps=40, guidance_scale=3.5, guidance_scale_2=3.5)}
 
 
 @dataclass
@@ -44,10 +50,10 @@ class Defaults:
     passes: int = 1  # 2: text-to-video draws the first frame, then animates it (a model trained to do that)
 
     @classmethod
-    def from_model_index(cls, index: dict) -> "Defaults":
-        """The model's own defaults, then the `_sora` entries this class names, checked (ValueError names one
-        that is not usable)."""
-        native = TI2V if index.get("expand_timesteps") else {}
+    def from_model_index(cls, index: dict, source: str | None = None) -> "Defaults":
+        """The defaults its makers run the model with (by its hub id `source`, or TI2V's), then the `_sora`
+        entries this class names, checked (ValueError names one that is not usable)."""
+        native = NATIVE.get(source, {}) | (TI2V if index.get("expand_timesteps") else {})
         own = native | {k: v for k, v in index.get("_sora", {}).items() if k in cls.__dataclass_fields__}
         checks.whole_numbers(own, "width", "height", "num_frames", "fps", "num_steps", "text_length", "passes")
         checks.number(own, "guidance_scale", 0)
@@ -80,11 +86,22 @@ class ModelSpec:
         try:
             ratio = experts.boundary_ratio(index)
             transformer = TransformerConfig.from_dict(read_json(folder / "transformer" / "config.json"))
+            vae = VAEConfig.from_dict(read_json(folder / "vae" / "config.json"))
             check_supported(transformer)  # here, so an unsupported network is refused before anything loads
             second = None if ratio is None else experts.low_noise_config(
                 read_json(folder / "transformer_2" / "config.json"), transformer)
-            return cls(folder.name if model is None else str(model), folder, index, Defaults.from_model_index(index),
-                       transformer, VAEConfig.from_dict(read_json(folder / "vae" / "config.json")),
+            image_to_video = index.get("_class_name") == "WanImageToVideoPipeline"
+            if image_to_video != (transformer.in_channels == 2 * vae.z_dim + vae.temporal_stride):
+                raise ValueError(f"model_index.json names a {index.get('_class_name')}, but the transformer takes "
+                                 f"{transformer.in_channels} input channels (image-to-video: 2 x {vae.z_dim} + "
+                                 f"{vae.temporal_stride})")
+            if (transformer.image_dim is not None) != is_named(index.get("image_encoder")):
+                raise ValueError("its transformer reads image-encoder features (image_dim) but the folder has no "
+                                 "image_encoder, or the other way round")
+            source = KNOWN_MODELS.get(str(model), str(model))
+            return cls(folder.name if model is None else str(model), folder, index,
+                       Defaults.from_model_index(index, source),
+                       transformer, vae,
                        SamplerConfig.from_scheduler_config(read_json(folder / "scheduler" / "scheduler_config.json")),
                        second, ratio)
         except ValueError as e:
@@ -94,6 +111,17 @@ class ModelSpec:
     def boundary_timestep(self) -> float | None:
         """The timestep from which down the low-noise expert runs; None with one transformer."""
         return None if self.boundary_ratio is None else self.boundary_ratio * self.sampler.num_train_timesteps
+
+    @property
+    def takes_images(self) -> bool:
+        """Wan's image-to-video input layout: the noisy latents, a 4-channel mask and the given frames' latents."""
+        return self.transformer.in_channels == 2 * self.vae.z_dim + self.vae.temporal_stride
+
+    @property
+    def takes_last_image(self) -> bool:
+        """An image-to-video checkpoint that also takes a last frame: one without an image encoder (Wan 2.2 I2V),
+        or whose image tokens have positions for two frames (Wan 2.1 FLF2V)."""
+        return self.takes_images and (self.transformer.image_dim is None or bool(self.transformer.pos_embed_seq_len))
 
     @property
     def size_multiple(self) -> int:

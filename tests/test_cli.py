@@ -144,6 +144,9 @@ def test_models_lists_known_models(capsys):
     names = {row["name"]: row for row in json.loads(out)}
     assert names["wan2.1-t2v-1.3b"]["source"] == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
     assert names["sora-tiny"]["default"]
+    ti2v = names["wan2.2-ti2v-5b"]
+    assert (ti2v["parameters_b"], ti2v["native"], ti2v["weights_gb"]) == (5, "1280x704, 24 fps", 10)
+    assert all(row["given_frames"] and row["native"] for row in names.values())
 
 
 def test_help_does_not_import_torch():

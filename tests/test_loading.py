@@ -291,7 +291,8 @@ def test_existing_configs_still_load_unchanged(tiny_wan_dir):
 
 @pytest.mark.parametrize("changes,expected", [
     (dict(patch_size=[1, 0, 2]), "patch_size must be a list of 3 positive whole numbers"),
-    (dict(image_dim=1280), "this checkpoint is an image-to-video Wan model"),
+    (dict(image_dim=1280), "image_dim and added_kv_proj_dim come together"),
+    (dict(image_dim=4, added_kv_proj_dim=7), "added_kv_proj_dim must be the model width"),
 ])
 def test_unusable_transformer_config_is_refused_when_read(tiny_wan_dir, tmp_path, changes, expected):
     folder = model_copy(tiny_wan_dir, tmp_path)

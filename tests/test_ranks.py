@@ -51,6 +51,8 @@ def test_two_torchrun_ranks_render_what_one_process_renders_by_default(tiny_wan_
 
 
 PROBE = """
+import os
+
 from sora_cli.distributed import Ranks
 
 ranks = Ranks.from_env()  # as `sora batch` calls it: before torch is imported
@@ -58,7 +60,8 @@ import torch
 
 started = torch.get_num_threads()
 ranks.device("cpu" if ranks.rank == 0 else "mps")  # rank 1 as a rank whose model runs elsewhere than on the CPU
-print(ranks.rank, started, torch.get_num_threads())
+# one write of the whole line: the ranks share the pipe, and print may write the newline apart
+os.write(1, f"{ranks.rank} {started} {torch.get_num_threads()}\n".encode())
 """
 
 

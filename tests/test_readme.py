@@ -35,3 +35,15 @@ def test_quick_start_generates_with_the_embedded_model(tmp_path):
     info = probe(out)
     assert (info.codec, info.pix_fmt, info.num_frames, info.fps) == ("h264", "yuv420p", 17, 8)
     assert read_metadata(out)["model"] == "sora-tiny"
+
+
+def test_the_module_table_lists_every_module():
+    """"How it works" names every module of the package (rows may shorten a path to its last folders)."""
+    section = (ROOT / "README.md").read_text().split("## How it works", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `sora_cli/")]
+    named = " ".join(row.split(" | ")[0] for row in rows)
+    package = ROOT / "sora_cli"
+    missing = [str(path.relative_to(package)) for path in sorted(package.rglob("*.py"))
+               if not any(f"`{'/'.join(path.relative_to(package).parts[-k:])}`" in named or
+                          f"`sora_cli/{'/'.join(path.relative_to(package).parts[-k:])}`" in named for k in (1, 2, 3))]
+    assert missing == []

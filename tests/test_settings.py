@@ -20,7 +20,7 @@ COMMANDS = (*MODES, BATCH)
 # A valid value of every setting, as typed (paths are made in `workspace`).
 EXAMPLES = dict(prompt="a red fox", negative="blurry", seed=7, model="{model}", size="64x48", aspect="16:9",
                 resolution="480p", frames=9, seconds=1.5, fps=8, steps=2, guidance=3.0, guidance_2=2.0, shift=2.0,
-                sampler="euler", passes=1, image="{image}", loop=True, fit="pad", backward=True, duration=3.0,
+                sampler="euler", passes=1, image="{image}", last_image="{image}", loop=True, fit="pad", backward=True, duration=3.0,
                 strength=0.4, out="x.mp4", metadata="json", overwrite=True, device="cpu", dtype="bf16", offload=True,
                 offline=True, json=True, quiet=True, out_dir="{dir}", repeat=2, batch_size="2", force=True,
                 dry_run=True, mode="generate", video="{clip}")
@@ -80,7 +80,7 @@ def line(mode: str, name: str, workspace: Path) -> dict:
     if mode != "generate" and name != "video":
         fields["video"] = ["clip.mp4", "a.mp4"] if mode == "connect" else "clip.mp4"
     value = EXAMPLES[name]
-    if name == "image":
+    if name in ("image", "last_image"):
         value = "i.png"
     elif name == "video":
         value = ["clip.mp4", "a.mp4"] if mode == "connect" else "clip.mp4"

@@ -1,4 +1,4 @@
-"""Wan 2.1 diffusion transformer (text-to-video), readable top to bottom.
+"""Wan diffusion transformer (Wan 2.1 and 2.2; text-to-video, and image-to-video), readable top to bottom.
 
 Checkpoint layout, parameter names and config.json keys are those of diffusers'
 `WanTransformer3DModel`, so published Diffusers-format checkpoints load with
@@ -7,6 +7,7 @@ Checkpoint layout, parameter names and config.json keys are those of diffusers'
 Data flow:
     latents (B, C, F, H, W) --Conv3d patchify--> tokens (B, L, D), L = f*h*w in (f, h, w) raster order
     text (B, S, text_dim) --MLP--> (B, S, D)
+    image-to-video only: image features (B, S_img, image_dim) --MLP--> (B, S_img, D), attended beside the text
     timestep --sinusoid--> time MLP --> temb (D) --> 6 modulation vectors per block (adaLN)
     N x [self-attn with 3D RoPE, cross-attn to text, GELU feed-forward]
     final norm + scale/shift --> linear --> unpatchify --> velocity (B, C_out, F, H, W)
@@ -34,7 +35,7 @@ from einops import rearrange
 from torch import Tensor
 
 from .. import checks
-from .transformer_layers import Attention, FeedForward, LayerNorm32, rope_angles
+from .transformer_layers import Attention, FeedForward, ImageEmbedder, LayerNorm32, rope_angles
 
 # Parameter-name fragments the reference keeps in float32 when the rest is cast to bf16/fp16.
 FP32_PARAM_PATTERNS = ("time_embedder", "scale_shift_table", "norm1", "norm2", "norm3")
@@ -56,10 +57,10 @@ class TransformerConfig:
     cross_attn_norm: bool = True
     qk_norm: str | None = "rms_norm_across_heads"
     eps: float = 1e-6
-    image_dim: int | None = None  # image-to-video only: rejected by WanTransformer
-    added_kv_proj_dim: int | None = None  # image-to-video only: rejected by WanTransformer
+    image_dim: int | None = None  # Wan 2.1 image-to-video: the image encoder's feature size
+    added_kv_proj_dim: int | None = None  # Wan 2.1 image-to-video: image keys and values in every cross-attention
     rope_max_seq_len: int = 1024
-    pos_embed_seq_len: int | None = None  # image-to-video only: rejected by WanTransformer
+    pos_embed_seq_len: int | None = None  # first-last-frame: image tokens of both frames, with learnt positions
 
     @classmethod
     def from_dict(cls, d: dict) -> "TransformerConfig":
@@ -152,14 +153,15 @@ class Block(nn.Module):
         dim = cfg.dim
         self.norm1 = LayerNorm32(dim, cfg.eps, elementwise_affine=False)
         self.attn1 = Attention(dim, cfg.num_attention_heads, cfg.eps)
-        self.attn2 = Attention(dim, cfg.num_attention_heads, cfg.eps)
+        self.attn2 = Attention(dim, cfg.num_attention_heads, cfg.eps, image_dim=cfg.added_kv_proj_dim)
         self.norm2 = LayerNorm32(dim, cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
         self.ffn = FeedForward(dim, cfg.ffn_dim)
         self.norm3 = LayerNorm32(dim, cfg.eps, elementwise_affine=False)
         # learned offsets added to the timestep's 6 modulation vectors
         self.scale_shift_table = modulation_table(6, dim)
 
-    def forward(self, x: Tensor, context: Tensor, mod: Modulation, rope: tuple[Tensor, Tensor]) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor, mod: Modulation, rope: tuple[Tensor, Tensor],
+                image: Tensor | None = None) -> Tensor:
         # x: (B, L, D) in compute dtype; modulation vectors are fp32 (B, 1 or L, D)
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.vectors(self.scale_shift_table)
 
@@ -167,7 +169,7 @@ class Block(nn.Module):
         x = (x.float() + self.attn1(h, rope=rope) * gate1).type_as(x)
 
         h = self.norm2(x.float()).type_as(x)
-        x = x + self.attn2(h, context=context)
+        x = x + self.attn2(h, context=context, image=image)
 
         h = (self.norm3(x) * (1 + scale2) + shift2).type_as(x)
         x = (x.float() + self.ffn(h).float() * gate2).type_as(x)
@@ -194,6 +196,8 @@ class ConditionEmbedder(nn.Module):
         self.time_embedder = TwoLayerMLP(cfg.freq_dim, cfg.dim, F.silu)
         self.time_proj = nn.Linear(cfg.dim, 6 * cfg.dim)
         self.text_embedder = TwoLayerMLP(cfg.text_dim, cfg.dim, partial(F.gelu, approximate="tanh"))
+        if cfg.image_dim is not None:
+            self.image_embedder = ImageEmbedder(cfg.image_dim, cfg.dim, cfg.pos_embed_seq_len)
 
     def time(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """Distinct timesteps (U,) -> temb (U, D) and block modulation (U, 6, D)."""
@@ -204,11 +208,11 @@ class ConditionEmbedder(nn.Module):
 
 def check_supported(cfg: TransformerConfig) -> None:
     """ValueError for a config this network does not implement (WanTransformer checks it too, when built)."""
-    if cfg.image_dim is not None or cfg.added_kv_proj_dim is not None or cfg.pos_embed_seq_len is not None:
-        raise ValueError(
-            "this checkpoint is an image-to-video Wan model (image_dim / added_kv_proj_dim / pos_embed_seq_len "
-            "set); only text-to-video checkpoints are supported"
-        )
+    if (cfg.image_dim is None) != (cfg.added_kv_proj_dim is None) or (cfg.pos_embed_seq_len and not cfg.image_dim):
+        raise ValueError("image_dim and added_kv_proj_dim come together (image-to-video), and pos_embed_seq_len "
+                         "needs them")
+    if cfg.added_kv_proj_dim not in (None, cfg.dim):
+        raise ValueError(f"added_kv_proj_dim must be the model width {cfg.dim}, got {cfg.added_kv_proj_dim}")
     if cfg.qk_norm != "rms_norm_across_heads":
         raise ValueError(f"qk_norm={cfg.qk_norm!r} is not supported (Wan uses 'rms_norm_across_heads')")
     if cfg.attention_head_dim % 2:
@@ -262,7 +266,7 @@ class WanTransformer(nn.Module):
             self._rope_cache = (key, (angles.cos().float(), angles.sin().float()))
         return self._rope_cache[1]
 
-    def forward(self, x: Tensor, timestep: Tensor, context: Tensor) -> Tensor:
+    def forward(self, x: Tensor, timestep: Tensor, context: Tensor, image: Tensor | None = None) -> Tensor:
         """Predict the flow-matching velocity.
 
         x: (B, C_in, F, H, W) latents, F/H/W divisible by the patch size.
@@ -271,6 +275,7 @@ class WanTransformer(nn.Module):
             (L = f*h*w, see `token_grid` / `frame_timesteps_to_tokens`); values may differ
             per token, e.g. 0 for known clean frames.
         context: (B, S, text_dim) text hidden states, zero-padded past the prompt.
+        image: (B, S_img, image_dim) image-encoder features, for an image-to-video checkpoint (and only there).
         Returns (B, C_out, F, H, W) in x's dtype.
         """
         b = x.shape[0]
@@ -293,11 +298,15 @@ class WanTransformer(nn.Module):
         temb, t_mod = self.condition_embedder.time(t_values)  # (U, D), (U, 6, D)
         block_mod = Modulation(t_mod, t_index)
         context = self.condition_embedder.text_embedder(context.to(dtype))  # (B, S, D)
+        if (image is None) != (self.config.image_dim is None):
+            raise ValueError("image features go with an image-to-video checkpoint, and it needs them")
+        if image is not None:
+            image = self.condition_embedder.image_embedder(image.to(dtype))  # (B, S_img, D)
         rope = self._rope(grid, x.device)
 
         h = self.patchify(x.to(dtype))  # (B, L, D)
         for block in self.blocks:
-            h = block(h, context, block_mod, rope)
+            h = block(h, context, block_mod, rope, image)
 
         shift, scale = Modulation(temb[:, None], t_index).vectors(self.scale_shift_table)  # (B, 1|L, D) fp32
         h = (self.norm_out(h) * (1 + scale) + shift).type_as(h)

@@ -1,5 +1,6 @@
-"""The layers inside a Wan transformer block (see `transformer.py`): the 3D rotary position embedding, multi-head
-attention with q and k RMS-normed across heads, the float32 layer norm and the GELU-tanh feed-forward.
+"""The layers inside a Wan transformer (see `transformer.py`): the 3D rotary position embedding, multi-head
+attention with q and k RMS-normed across heads (and, for image-to-video, image keys and values of its own), the
+float32 layer norm, the GELU feed-forward and the image embedder.
 
 Parameter names are diffusers' (`attn1.to_q`, `attn1.to_out.0`, `ffn.net.0.proj`, ...), so checkpoints load as they are.
 """
@@ -51,9 +52,11 @@ class LayerNorm32(nn.LayerNorm):
 
 
 class Attention(nn.Module):
-    """Multi-head attention with RMS norm on q and k across all heads (before the head split)."""
+    """Multi-head attention with RMS norm on q and k across all heads (before the head split). With `image_dim`
+    (image-to-video checkpoints) it also attends to image tokens through keys and values of their own, and adds
+    the two results: text and image never compete in one softmax."""
 
-    def __init__(self, dim: int, heads: int, eps: float):
+    def __init__(self, dim: int, heads: int, eps: float, image_dim: int | None = None):
         super().__init__()
         self.heads = heads
         self.to_q = nn.Linear(dim, dim)
@@ -62,42 +65,76 @@ class Attention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(dim, dim)])  # index 0 matches the checkpoint's "to_out.0"
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
+        if image_dim is not None:
+            self.add_k_proj = nn.Linear(image_dim, dim)
+            self.add_v_proj = nn.Linear(image_dim, dim)
+            self.norm_added_k = nn.RMSNorm(dim, eps=eps)
 
-    def forward(self, x: Tensor, context: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None,
+                image: Tensor | None = None) -> Tensor:
         kv_src = x if context is None else context
-        split = lambda t: rearrange(t, "b l (h d) -> b h l d", h=self.heads)
-        q = split(self.norm_q(self.to_q(x)))  # (B, H, L, Dh)
-        k = split(self.norm_k(self.to_k(kv_src)))  # (B, H, S, Dh)
-        v = split(self.to_v(kv_src))
+        q = self._heads(self.norm_q(self.to_q(x)))  # (B, H, L, Dh)
+        k = self._heads(self.norm_k(self.to_k(kv_src)))  # (B, H, S, Dh)
+        v = self._heads(self.to_v(kv_src))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         # No mask on text: Wan was trained with zero-padded (unmasked) prompt embeddings.
+        out = self._attend(q, k, v)
+        if image is not None:  # (B, S_img, image_dim)
+            out = out + self._attend(q, self._heads(self.norm_added_k(self.add_k_proj(image))),
+                                     self._heads(self.add_v_proj(image)))
+        return self.to_out[0](rearrange(out, "b h l d -> b l (h d)"))  # (B, L, D)
+
+    def _heads(self, t: Tensor) -> Tensor:
+        return rearrange(t, "b l (h d) -> b h l d", h=self.heads)
+
+    @staticmethod
+    def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             # bf16 training on a CPU: its bf16 attention backward is several times slower than float32's
             with torch.autocast("cpu", enabled=False):
-                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
-        else:
-            out = F.scaled_dot_product_attention(q, k, v)
-        out = out.type_as(v)
-        return self.to_out[0](rearrange(out, "b h l d -> b l (h d)"))  # (B, L, D)
+                return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).type_as(v)
+        return F.scaled_dot_product_attention(q, k, v).type_as(v)
 
 
 class GeluProj(nn.Module):
-    def __init__(self, dim_in: int, dim_out: int):
+    def __init__(self, dim_in: int, dim_out: int, approximate: str = "tanh"):
         super().__init__()
         self.proj = nn.Linear(dim_in, dim_out)
+        self.approximate = approximate
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.gelu(self.proj(x), approximate="tanh")
+        return F.gelu(self.proj(x), approximate=self.approximate)
 
 
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, out: int | None = None, approximate: str = "tanh"):
         super().__init__()
         # slot 1 is the checkpoint's (parameter-free) dropout; kept so keys read net.0 / net.2
-        self.net = nn.ModuleList([GeluProj(dim, hidden), nn.Identity(), nn.Linear(hidden, dim)])
+        self.net = nn.ModuleList([GeluProj(dim, hidden, approximate), nn.Identity(), nn.Linear(hidden, out or dim)])
 
     def forward(self, x: Tensor) -> Tensor:
         for layer in self.net:
             x = layer(x)
         return x
+
+
+class ImageEmbedder(nn.Module):
+    """Image-encoder features (B, S, image_dim) -> image tokens (B, S, D) for the image cross-attention. A
+    first-last-frame checkpoint gives both images' features as one sequence, with a learnt position table."""
+
+    def __init__(self, image_dim: int, dim: int, positions: int | None = None):
+        super().__init__()
+        self.norm1 = LayerNorm32(image_dim)  # torch's default eps, unlike the blocks' norms: as the reference
+        self.ff = FeedForward(image_dim, image_dim, dim, approximate="none")
+        self.norm2 = LayerNorm32(dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, positions, image_dim)) if positions else None
+
+    def forward(self, image: Tensor) -> Tensor:
+        if self.pos_embed is not None:
+            if image.shape[1] != self.pos_embed.shape[1]:
+                raise ValueError(f"this checkpoint takes {self.pos_embed.shape[1]} image tokens (a first and a last "
+                                 f"frame), got {image.shape[1]}")
+            image = image + self.pos_embed
+        h = self.ff(self.norm1(image).type_as(image))
+        return self.norm2(h).type_as(h)
