@@ -61,7 +61,7 @@ import torch
 started = torch.get_num_threads()
 ranks.device("cpu" if ranks.rank == 0 else "mps")  # rank 1 as a rank whose model runs elsewhere than on the CPU
 # one write of the whole line: the ranks share the pipe, and print may write the newline apart
-os.write(1, f"{ranks.rank} {started} {torch.get_num_threads()}\n".encode())
+os.write(1, f"{ranks.rank} {started} {torch.get_num_threads()}\\n".encode())
 """
 
 
