@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .errors import OptionError
 from .loading import is_named
-from .models.wan.transformer import TransformerConfig, check_supported
+from .models.wan.transformer import TransformerConfig
 
 # What the two experts must agree on for either to take the other's latents and text context.
 SHARED_SHAPE = ("in_channels", "out_channels", "patch_size", "text_dim")
@@ -49,8 +49,7 @@ def boundary_ratio(index: dict) -> float | None:
 def low_noise_config(raw: dict, high: TransformerConfig) -> TransformerConfig:
     """transformer_2's config, checked to be buildable and of the high-noise expert's shape."""
     try:
-        low = TransformerConfig.from_dict(raw)
-        check_supported(low)
+        low = type(high).from_dict(raw)  # the high-noise expert's family
     except ValueError as e:
         raise ValueError(f"transformer_2: {e}") from None
     for key in SHARED_SHAPE:

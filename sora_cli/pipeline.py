@@ -96,11 +96,11 @@ class Pipeline:
         # Modules live on the accelerator unless offloading; the text encoder only visits it to encode.
         home = torch.device("cpu") if offload else device
         transformer, transformer_2 = (
-            None if config is None else load_module(lambda: WanTransformer(config), folder / name, home, dtype,
-                                                    keep_fp32=FP32_PARAM_PATTERNS)
+            None if config is None else load_module(lambda: spec.networks["transformer"](config), folder / name, home,
+                                                    dtype, keep_fp32=FP32_PARAM_PATTERNS)
             for name, config in (("transformer", spec.transformer), ("transformer_2", spec.transformer_2)))
         # The VAE stays in float32: it is a small share of the time, and decoding is where banding would show.
-        vae = load_module(lambda: WanVAE(spec.vae), folder / "vae", home, torch.float32)
+        vae = load_module(lambda: spec.networks["vae"](spec.vae), folder / "vae", home, torch.float32)
         encoder_class = spec.index.get("text_encoder", [None, "UMT5EncoderModel"])[1]
         text_encoder = TextEncoder.load(*text_encoder_dirs(folder, spec.index), encoder_class,
                                         spec.defaults.text_length, dtype)

@@ -3,14 +3,15 @@ defaults. Enough to size a job (or a batch's groups) and to refuse what sora can
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import experts
 from .errors import ModelError
 from .loading import KNOWN_MODELS, is_named, read_json, resolve_model
 from .models import checks
-from .models.wan.transformer import TransformerConfig, check_supported
+from .models import family
+from .models.wan.transformer import TransformerConfig
 from .models.wan.vae import VAEConfig
 from .sampling import SamplerConfig
 
@@ -77,6 +78,7 @@ class ModelSpec:
     sampler: SamplerConfig
     transformer_2: TransformerConfig | None = None  # the low-noise expert of a two-expert model
     boundary_ratio: float | None = None  # set exactly when transformer_2 is
+    networks: dict = field(default_factory=dict)  # component -> the network class built from its config
 
     @classmethod
     def read(cls, model: str | Path | None = None, offline: bool = False) -> "ModelSpec":
@@ -85,9 +87,11 @@ class ModelSpec:
         index = read_json(folder / "model_index.json")
         try:
             ratio = experts.boundary_ratio(index)
-            transformer = TransformerConfig.from_dict(read_json(folder / "transformer" / "config.json"))
-            vae = VAEConfig.from_dict(read_json(folder / "vae" / "config.json"))
-            check_supported(transformer)  # here, so an unsupported network is refused before anything loads
+            # Each config is checked against what its network implements here, before any weights load.
+            transformer_config, transformer_network = family(index, "transformer")
+            vae_config, vae_network = family(index, "vae")
+            transformer = transformer_config.from_dict(read_json(folder / "transformer" / "config.json"))
+            vae = vae_config.from_dict(read_json(folder / "vae" / "config.json"))
             second = None if ratio is None else experts.low_noise_config(
                 read_json(folder / "transformer_2" / "config.json"), transformer)
             image_to_video = index.get("_class_name") == "WanImageToVideoPipeline"
@@ -100,10 +104,9 @@ class ModelSpec:
                                  "image_encoder, or the other way round")
             source = KNOWN_MODELS.get(str(model), str(model))
             return cls(folder.name if model is None else str(model), folder, index,
-                       Defaults.from_model_index(index, source),
-                       transformer, vae,
+                       Defaults.from_model_index(index, source), transformer, vae,
                        SamplerConfig.from_scheduler_config(read_json(folder / "scheduler" / "scheduler_config.json")),
-                       second, ratio)
+                       second, ratio, dict(transformer=transformer_network, vae=vae_network))
         except ValueError as e:
             raise ModelError(f"model at {folder} is not supported: {e}") from None
 

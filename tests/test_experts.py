@@ -238,6 +238,8 @@ REFUSED = {  # name: (two experts?, change to model_index.json, change to transf
     "i2v-pipeline": (True, set_key("_class_name", "WanImageToVideoPipeline"), None,
                      ("WanImageToVideoPipeline", "16 input channels")),
     "other-pipeline": (False, set_key("_class_name", "WanVACEPipeline"), None, ("WanVACEPipeline",)),
+    "other-family": (False, set_key("transformer", ["diffusers", "LTXVideoTransformer3DModel"]), None,
+                     ("LTXVideoTransformer3DModel, which sora does not run",)),
     "ratio-without-second": (False, set_key("boundary_ratio", 0.875), None, ("boundary_ratio", "no transformer_2")),
     "second-without-ratio": (True, set_key("boundary_ratio", None), None, ("transformer_2", "no boundary_ratio")),
     "second-without-ratio-key": (True, lambda d: d.pop("boundary_ratio"), None, ("no boundary_ratio",)),

@@ -208,11 +208,32 @@ def test_config_roundtrip_and_saved_json(saved):
     assert TransformerConfig.from_dict({"in_channels": 36, "out_channels": None}).out_channels == 36
 
 
-@pytest.mark.parametrize("key,value", [("image_dim", 1280), ("added_kv_proj_dim", 5120), ("pos_embed_seq_len", 514)])
-def test_rejects_image_to_video(key, value):
-    cfg = TransformerConfig.from_dict({**TINY, key: value})
+@pytest.mark.parametrize("keys", [dict(image_dim=1280), dict(added_kv_proj_dim=32), dict(pos_embed_seq_len=514)])
+def test_image_keys_come_together(keys):
+    with pytest.raises(ValueError, match="image_dim and added_kv_proj_dim come together"):
+        TransformerConfig.from_dict({**TINY, **keys})
     with pytest.raises(ValueError, match="image-to-video"):
-        WanTransformer(cfg)
+        WanTransformer(TransformerConfig(**{**TINY, **keys}))
+
+
+@pytest.mark.parametrize("pairs", [1, 2])  # Wan 2.1 I2V's image tokens; FLF2V's, two frames' with positions
+@torch.no_grad()
+def test_image_to_video_matches_diffusers(pairs, tmp_path):
+    config = dict(TINY, in_channels=12, image_dim=8, added_kv_proj_dim=32,
+                  pos_embed_seq_len=None if pairs == 1 else 2 * 5)
+    torch.manual_seed(0)
+    ref = diffusers.WanTransformer3DModel(**config).eval()
+    _randomize(ref, seed=2)
+    ref.save_pretrained(tmp_path)
+    ours = _load_ours(tmp_path)
+    g = torch.Generator().manual_seed(3)
+    x, t = torch.randn(2, 12, 3, 4, 6, generator=g), torch.tensor([500.0, 20.0])
+    context = torch.randn(2, 512, 32, generator=g)  # diffusers finds the image tokens 512 text tokens back
+    image = torch.randn(2, 5 * pairs, 8, generator=g)
+    expected = ref(x, t, context, encoder_hidden_states_image=image.view(-1, 5, 8), return_dict=False)[0]
+    got = ours(x, t, context, image=image)
+    assert expected.std() > 0.1 and (got - expected).abs().max() < ATOL
+    assert (ours(x, t, context, image=image.flip(0)) - got).abs().max() > 1e-2  # the image tokens matter
 
 
 def test_rejects_bad_shapes(ours):

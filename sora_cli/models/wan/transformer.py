@@ -65,7 +65,7 @@ class TransformerConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TransformerConfig":
         """Build from a config.json dict; `_`-prefixed and unknown keys are ignored. A value the network cannot be
-        built from (a zero size, a string for a count) is a ValueError naming its key."""
+        built from (a zero size, a string for a count), or does not implement, is a ValueError naming it."""
         checks.mapping(d, "transformer")
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known and not k.startswith("_")}
@@ -83,7 +83,9 @@ class TransformerConfig:
             kwargs["patch_size"] = tuple(kwargs["patch_size"])
         if "out_channels" in kwargs and kwargs["out_channels"] is None:  # diffusers: None means in_channels
             kwargs["out_channels"] = kwargs.get("in_channels", cls.in_channels)
-        return cls(**kwargs)
+        config = cls(**kwargs)
+        check_supported(config)
+        return config
 
     def to_dict(self) -> dict:
         """config.json content that diffusers' WanTransformer3DModel also accepts."""
