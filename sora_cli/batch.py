@@ -92,7 +92,7 @@ def execute(file: str, request: Request, defaults: dict, report: Report, ranks: 
     def load() -> Pipeline:
         report.progress("load model", 0, 1)
         pipe = Pipeline.from_pretrained(spec(), device=ranks.device(r.device), dtype=r.dtype, offline=r.offline,
-                                        offload=r.offload)
+                                        offload=r.offload, loras=r.lora or (), loras_2=r.lora_2 or ())
         report.progress("load model", 1, 1)
         return pipe
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import experts, settings
+from . import experts, lora, settings
 from .conditioning import Guide, ImageInput, KnownFrames, conditioning_mode, frame_mask_channels, sdedit_start
 from .errors import OptionError
 from .loading import load_module, open_device, text_encoder_dirs
@@ -49,6 +49,8 @@ class Job:
     passes: int
     model: str
     guidance_scale_2: float | None = None  # the low-noise expert's; None with one transformer
+    loras: list[dict] | None = None  # merged into the transformer: file, SHA-256, scale each
+    loras_2: list[dict] | None = None  # merged into the low-noise expert
 
     @property
     def guided(self) -> bool:
@@ -77,18 +79,23 @@ class Video:
 class Pipeline:
     def __init__(self, spec: ModelSpec, transformer: WanTransformer, vae: WanVAE, text_encoder: TextEncoder,
                  device: torch.device, dtype: torch.dtype, offload: bool = False,
-                 transformer_2: WanTransformer | None = None, image_encoder: ImageEncoder | None = None):
+                 transformer_2: WanTransformer | None = None, image_encoder: ImageEncoder | None = None,
+                 loras: dict | None = None):
         # `transformer` is the only transformer, or the high-noise expert; `transformer_2` the low-noise one.
         self.spec, self.transformer, self.vae, self.text_encoder = spec, transformer, vae, text_encoder
         self.transformer_2, self.image_encoder = transformer_2, image_encoder
         self.device, self.dtype, self.offload = device, dtype, offload
         self.conditioning = conditioning_mode(spec.defaults.conditioning)  # how known frames reach the model
+        # what was merged into each expert, as its metadata records: {"lora": [...] or None, "lora_2": ...}
+        self.loras = loras or {"lora": None, "lora_2": None}
 
     @classmethod
     def from_pretrained(cls, model: str | Path | ModelSpec | None = None, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, offline: bool = False,
-                        offload: bool = False) -> "Pipeline":
-        """`model`: a folder, a known name or a hub repo id, or the `ModelSpec` already read from one."""
+                        offload: bool = False, loras: tuple = (), loras_2: tuple = ()) -> "Pipeline":
+        """`model`: a folder, a known name or a hub repo id, or the `ModelSpec` already read from one. `loras`
+        ((path, scale) pairs, lora.py) are merged into the transformer (the high-noise expert), `loras_2` into a
+        two-expert model's low-noise one, once, as they load."""
         spec = model if isinstance(model, ModelSpec) else ModelSpec.read(model, offline)
         folder = spec.folder
         device = open_device(device)
@@ -99,6 +106,10 @@ class Pipeline:
             None if config is None else load_module(lambda: spec.networks["transformer"](config), folder / name, home,
                                                     dtype, keep_fp32=FP32_PARAM_PATTERNS)
             for name, config in (("transformer", spec.transformer), ("transformer_2", spec.transformer_2)))
+        if loras_2 and transformer_2 is None:
+            raise OptionError("--lora-2 is for a two-expert model's low-noise expert; this model has one transformer")
+        merged = {key: lora.merge(model, [lora.Lora(*pair) for pair in pairs]) if pairs else None
+                  for key, model, pairs in (("lora", transformer, loras), ("lora_2", transformer_2, loras_2))}
         # The VAE stays in float32: it is a small share of the time, and decoding is where banding would show.
         vae = load_module(lambda: spec.networks["vae"](spec.vae), folder / "vae", home, torch.float32)
         encoder_class = spec.index.get("text_encoder", [None, "UMT5EncoderModel"])[1]
@@ -108,7 +119,7 @@ class Pipeline:
         if spec.transformer.image_dim is not None:  # Wan 2.1 image-to-video: CLIP, visiting the device as text does
             image_encoder = ImageEncoder.load(folder / "image_encoder", folder / "image_processor",
                                               spec.index["image_encoder"][1], dtype)
-        return cls(spec, transformer, vae, text_encoder, device, dtype, offload, transformer_2, image_encoder)
+        return cls(spec, transformer, vae, text_encoder, device, dtype, offload, transformer_2, image_encoder, merged)
 
     @property
     def name(self) -> str:
@@ -234,7 +245,7 @@ class Pipeline:
             seed=settings.random_seed() if seed is None else seed,
             fps=fps or d.fps,
             passes=passes or d.passes,
-            model=self.name)
+            model=self.name, loras=self.loras["lora"], loras_2=self.loras["lora_2"])
 
     def latent_frames(self, num_frames: int) -> int:
         return self.spec.latent_frames(num_frames)

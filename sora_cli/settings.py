@@ -15,6 +15,7 @@ This module is torch-free: `sora --help` reads it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ class Setting:
     text: bool = False  # free text: UTF-8 and at most MAX_PROMPT characters
     required: bool = False
     argument: bool = False  # given by position on the command line, not as an option
+    multiple: bool = False  # may be given again and again: a tuple of values
     excludes: tuple[str, ...] = ()  # settings that say the same thing another way: giving both is an error
     job: tuple[str, ...] = ()  # the attributes of the resolved `pipeline.Job` it sets
     metadata: tuple[str, ...] = ()  # the keys its resolved value is recorded under in a video's metadata
@@ -145,6 +147,24 @@ def parse_dtype(name: str) -> str:
     return DTYPES[name.lower()]
 
 
+def parse_lora(text: str) -> tuple[Path, float]:
+    """`PATH` or `PATH:SCALE` -> (path, scale): a .safetensors file that exists, a scale from -100 to 100 (1 if
+    none is given). A path may hold ':' itself: only a number after the last one is a scale."""
+    path, _, scale = text.rpartition(":")
+    try:
+        value = float(scale) if path else 1.0
+    except ValueError:
+        path, value = text, 1.0
+    path = Path(path or text)
+    if not -100 <= value <= 100:  # NaN fails this too
+        raise OptionError(f"--lora {text}: the scale must be a number from -100 to 100")
+    if path.suffix.lower() != ".safetensors":
+        raise OptionError(f"--lora {text}: LoRAs are read from .safetensors files only (never pickles)")
+    if not path.is_file():
+        raise OptionError(f"--lora {text}: no such file")
+    return path, value
+
+
 def parse_batch_size(text: str) -> int | None:
     """A count, or auto (None)."""
     if text.strip().lower() == "auto":
@@ -193,6 +213,8 @@ def check(setting: Setting, value, label: str | None = None):
     label = label or setting.option
     if value is None:
         return None
+    if setting.multiple:
+        return tuple(check(dataclasses.replace(setting, multiple=False), v, label) for v in value) or None
     if setting.text:  # a prompt says what the video shows; an empty negative prompt is a choice
         check_text(label, value, blank_ok=setting.name != "prompt")
     if setting.limit:
@@ -241,6 +263,11 @@ SETTINGS: tuple[Setting, ...] = (
             limit=Limit(0, 2**63 - 1, "a whole number", whole=True, why="2^63-1"), job=("seed",), metadata=("seed",)),
     Setting("model", str, "Model folder, known name (see `sora models`) or hub repo id. Default: sora-tiny.",
             _RENDER, job=("model",), metadata=("model",)),
+    Setting("lora", str, "LoRA file (.safetensors) merged into the transformer, PATH or PATH:SCALE (scale 1 if "
+            "none); give it again for several. For a two-expert model, the high-noise expert's.", _RENDER,
+            parse=parse_lora, multiple=True, job=("loras",), metadata=("lora",)),
+    Setting("lora_2", str, "LoRA for a two-expert model's low-noise expert (Wan 2.2 A14B), PATH or PATH:SCALE.",
+            _RENDER, parse=parse_lora, multiple=True, job=("loras_2",), metadata=("lora_2",)),
     # Size and length: each given one way or another, never both.
     Setting("size", str, "WIDTHxHEIGHT, e.g. 832x480. Default: the model's size, or an input's aspect ratio at "
             "the model's pixel count.", _RENDER, MODES, parse=parse_size, excludes=("aspect", "resolution"),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 TEXT_LENGTH = 16
 
@@ -93,3 +94,22 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     index["_sora"]["conditioning"] = "clean_tokens"
     (clean / "model_index.json").write_text(json.dumps(index))
     return {"replace": base, "clean_tokens": clean}
+
+
+LORA_RANK = 4
+LORA_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k", "attn2.to_v",
+                "attn2.to_out.0", "ffn.net.0.proj", "ffn.net.2")
+
+
+def random_lora(folder: Path, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A LoRA of every attention projection and feed-forward layer of the folder's transformer, in diffusers'
+    format (`transformer.` + diffusers' names, lora_A / lora_B, alpha = rank)."""
+    weights = load_file(next((folder / "transformer").glob("*.safetensors")))
+    g = torch.Generator().manual_seed(seed)
+    lora = {}
+    for name, w in weights.items():
+        module = name.removesuffix(".weight")
+        if name.endswith(".weight") and w.ndim == 2 and module.split(".", 2)[-1] in LORA_TARGETS:
+            lora[f"transformer.{module}.lora_A.weight"] = 1.5 * torch.randn(LORA_RANK, w.shape[1], generator=g)
+            lora[f"transformer.{module}.lora_B.weight"] = 1.5 * torch.randn(w.shape[0], LORA_RANK, generator=g)
+    return lora

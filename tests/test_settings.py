@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import typer
 
-from conftest import save_tiny_wan_experts
+from safetensors.torch import save_file
+
+from conftest import random_lora, save_tiny_wan_experts
 from sora_cli.batch_file import read_batch
 from sora_cli.cli import app
 from sora_cli.settings import BATCH, MODES, NAMES, SETTINGS, check, of_command, of_mode
@@ -23,7 +25,7 @@ EXAMPLES = dict(prompt="a red fox", negative="blurry", seed=7, model="{model}", 
                 sampler="euler", passes=1, image="{image}", last_image="{image}", loop=True, fit="pad", backward=True, duration=3.0,
                 strength=0.4, out="x.mp4", metadata="json", overwrite=True, device="cpu", dtype="bf16", offload=True,
                 offline=True, json=True, quiet=True, out_dir="{dir}", repeat=2, batch_size="2", force=True,
-                dry_run=True, mode="generate", video="{clip}")
+                dry_run=True, mode="generate", video="{clip}", lora="{lora}:0.5", lora_2="{lora}")
 # What each command needs besides the setting under test (its arguments, and for batch its folder).
 BASE = dict(generate=["a fox"], extend=["clip.mp4"], loop=["clip.mp4"], connect=["a.mp4", "b.mp4"],
             edit=["clip.mp4", "--prompt", "x"], batch=["p.txt", "--out-dir", "out"])
@@ -51,7 +53,8 @@ def parses(command: str, args: list[str]) -> bool:
 def typed(setting) -> list[str]:
     if setting.kind is bool:
         return [setting.option]
-    return [setting.option, str(EXAMPLES[setting.name]).format(model="m", image="i.png", dir="d", clip="c.mp4")]
+    return [setting.option, str(EXAMPLES[setting.name]).format(model="m", image="i.png", dir="d", clip="c.mp4",
+                                                                lora="l.safetensors")]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -129,16 +132,21 @@ def test_every_bound_holds_on_the_command_line_and_in_lines(setting, workspace, 
 
 
 def recorded(setting, value) -> dict:
-    """The metadata a setting marks, for the value given."""
+    """The metadata a setting marks, for the value given (a LoRA's record also has its file's hash)."""
     parsed = check(setting, value)
+    if setting.name in ("lora", "lora_2"):
+        return {setting.metadata[0]: [dict(file=path.name, scale=scale) for path, scale in parsed]}
     values = parsed if isinstance(parsed, tuple) else (parsed,)
     return dict(zip(setting.metadata, values))
 
 
 @pytest.fixture(scope="module")
 def experts(tmp_path_factory) -> Path:
-    """A tiny two-expert model (so that --guidance-2 is taken) whose window is long enough for every edit."""
-    return save_tiny_wan_experts(tmp_path_factory.mktemp("settings") / "experts", num_frames=17)
+    """A tiny two-expert model (so that --guidance-2 and --lora-2 are taken) whose window is long enough for every
+    edit, and a LoRA for it."""
+    folder = save_tiny_wan_experts(tmp_path_factory.mktemp("settings") / "experts", num_frames=17)
+    save_file(random_lora(folder), str(folder.parent / "style.safetensors"))
+    return folder
 
 
 @pytest.mark.parametrize("command", MODES)
@@ -152,12 +160,15 @@ def test_what_is_marked_is_in_the_metadata(command, experts, tmp_path, capsys):
     for s in of_command(command).values():
         if not s.metadata:
             continue
-        value = EXAMPLES[s.name].format(model=tiny_experts_dir) if isinstance(EXAMPLES[s.name], str) else \
-            EXAMPLES[s.name]
+        value = EXAMPLES[s.name]
+        if isinstance(value, str):
+            value = value.format(model=tiny_experts_dir, lora=tiny_experts_dir.parent / "style.safetensors")
         args += [str(value)] if s.argument else [s.option] if s.kind is bool else [s.option, str(value)]
-        expected |= recorded(s, value)
+        expected |= recorded(s, [value] if s.multiple else value)
     inputs = [str(clip)] * (2 if command == "connect" else 1 if command != "generate" else 0)
     code, out, err = call_sora(capsys, command, *inputs, *args, "--json", "--out", str(tmp_path / "made.mp4"))
     assert code == 0, err
     record = json.loads(out)
+    for key in ("lora", "lora_2"):  # each LoRA's hash is recorded as well
+        record[key] = [{k: v for k, v in r.items() if k != "sha256"} for r in record.get(key) or []] or None
     assert expected and {k: record.get(k) for k in expected} == expected

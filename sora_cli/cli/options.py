@@ -4,7 +4,7 @@ the command, with its type, default and help, so that no option is spelled in a 
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import typer
 
@@ -40,7 +40,8 @@ def _parameter(s: Setting, command: str) -> inspect.Parameter:
         switch = s.kind is bool and not s.short
         names = [f"{s.option}/--no-{s.option[2:]}" if switch else s.option] + ([s.short] if s.short else [])
         info = typer.Option(default, *names, help=_help(s, command))
-    kind = s.kind if s.default is not None or s.required else Optional[s.kind]
+    kind = List[s.kind] if s.multiple else s.kind
+    kind = kind if s.default is not None or s.required else Optional[kind]
     return inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind)
 
 
