@@ -22,7 +22,8 @@ from torch import Tensor
 from .conditioning import KnownFrames
 
 if TYPE_CHECKING:
-    from .pipeline import Job, Pipeline
+    from .pipeline import Pipeline
+    from .request import Job
 
 StepFn = Callable[[int, int], None]  # (done, total) denoising steps over all windows
 

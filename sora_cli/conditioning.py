@@ -22,7 +22,9 @@ of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -92,6 +94,24 @@ def frame_mask_channels(given: Tensor, stride: int) -> Tensor:
     latent frame 0 stands for video frame 0 alone (repeated), frame k for video frames stride*(k-1)+1 .. stride*k."""
     padded = torch.cat([given[:1].repeat(stride - 1), given]).float()  # (stride * (1 + n),)
     return padded.view(-1, stride).T
+
+
+def image_input(images: dict[int, np.ndarray], frames: int, height: int, width: int, stride: int,
+                encode_video: Callable[[Tensor], Tensor],
+                encode_images: Callable[[list[np.ndarray]], Tensor] | None) -> ImageInput:
+    """Given frames {video frame (negative from the end): (H, W, 3) uint8} of a clip of `frames` at that size:
+    the clip holding them, grey elsewhere, through `encode_video` (the VAE: (1, 3, T, H, W) in [-1, 1] -> latents
+    (1, C, F, h, w)), beside which frames they are; and `encode_images` of them in order (Wan 2.1's)."""
+    ordered = dict(sorted(((p % frames, f) for p, f in images.items()), key=lambda pf: pf[0]))
+    video = torch.zeros(1, 3, frames, height, width)  # grey: 0 in the VAE's [-1, 1]
+    given = torch.zeros(frames, dtype=torch.bool)
+    for p, frame in ordered.items():
+        video[0, :, p] = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float() / 127.5 - 1
+        given[p] = True
+    latents = encode_video(video)
+    mask = frame_mask_channels(given, stride).to(latents)[None, :, :, None, None]  # (1, 4, F, 1, 1)
+    channels = torch.cat([mask.expand(1, -1, -1, *latents.shape[3:]), latents], dim=1)
+    return ImageInput(channels, encode_images(list(ordered.values())) if encode_images else None)
 
 
 def sdedit_start(strength: float, num_steps: int) -> int:

@@ -35,8 +35,8 @@ from .errors import OptionError
 from .settings import check, of_mode
 
 if TYPE_CHECKING:
-    from .pipeline import Job, Pipeline
-    from .request import Request
+    from .pipeline import Pipeline
+    from .request import Job, Request
 
 log = logging.getLogger("sora")
 EXTEND_SECONDS = of_mode("extend")["seconds"].default

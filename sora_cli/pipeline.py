@@ -17,55 +17,20 @@ import torch
 from torch import Tensor
 
 from . import experts, lora, settings
-from .conditioning import Guide, ImageInput, KnownFrames, conditioning_mode, frame_mask_channels, sdedit_start
+from .caching import FIRST_BLOCK_THRESHOLD, FirstBlockCache
+from .conditioning import Guide, ImageInput, KnownFrames, conditioning_mode, image_input, sdedit_start
 from .errors import OptionError
 from .loading import load_module, open_device, text_encoder_dirs
 from .models.image_encoder import ImageEncoder
 from .models.text_encoder import TextEncoder
 from .models.wan.transformer import FP32_PARAM_PATTERNS, WanTransformer
 from .models.wan.vae import WanVAE
+from .request import Job
 from .sampling import SamplerConfig, flow_sigmas, frame_noise, sample
 from .shapes import snap_frames, snap_size
 from .spec import Defaults, ModelSpec
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-@dataclass
-class Job:
-    """One render's settings, resolved against the model's defaults by `Pipeline.resolve`."""
-
-    prompt: str
-    negative_prompt: str
-    width: int
-    height: int
-    num_frames: int
-    num_steps: int
-    guidance_scale: float
-    shift: float
-    sampler: str
-    seed: int
-    fps: float
-    passes: int
-    model: str
-    guidance_scale_2: float | None = None  # the low-noise expert's; None with one transformer
-    loras: list[dict] | None = None  # merged into the transformer: file, SHA-256, scale each
-    loras_2: list[dict] | None = None  # merged into the low-noise expert
-
-    @property
-    def guided(self) -> bool:
-        """Whether any expert runs with classifier-free guidance, so the negative prompt is needed."""
-        return max(self.guidance_scale, self.guidance_scale_2 or 0.0) > 1.0
-
-    @property
-    def metadata(self) -> dict:
-        """The settings as a video's metadata records them (the keys are the settings table's)."""
-        values = {key: getattr(self, attr) for attr, key in settings.recorded().items()}
-        return {key: value for key, value in values.items() if value is not None}
-
-    def generator(self) -> torch.Generator:
-        """The job's random numbers: a seeded CPU generator, so a seed means the same video on any device."""
-        return torch.Generator("cpu").manual_seed(self.seed)
 
 
 @dataclass
@@ -88,6 +53,7 @@ class Pipeline:
         self.conditioning = conditioning_mode(spec.defaults.conditioning)  # how known frames reach the model
         # what was merged into each expert, as its metadata records: {"lora": [...] or None, "lora_2": ...}
         self.loras = loras or {"lora": None, "lora_2": None}
+        self.skipped_steps = 0  # transformer calls a step cache has skipped, all renders together
 
     @classmethod
     def from_pretrained(cls, model: str | Path | ModelSpec | None = None, device: str | torch.device | None = None,
@@ -153,13 +119,14 @@ class Pipeline:
                  guidance_scale: float | None = None, shift: float | None = None, sampler: str | None = None,
                  seed: int | None = None, fps: float | None = None, passes: int | None = None,
                  guidance_scale_2: float | None = None, known: KnownFrames | None = None, strength: float = 1.0,
-                 images: dict[int, np.ndarray] | None = None, on_progress: ProgressFn | None = None) -> Video:
+                 images: dict[int, np.ndarray] | None = None, cache: str | None = None,
+                 cache_threshold: float | None = None, on_progress: ProgressFn | None = None) -> Video:
         """A video for the prompt. `known` frames (latents for this size and length) are kept and the rest is
         generated around them; strength < 1 is SDEdit: sampling starts from `known.latents` noised that far.
         `images` {video frame: (H, W, 3) uint8} are the frames an image-to-video checkpoint is given (0, and -1
         for the last). guidance_scale_2 is the low-noise expert's, for a two-expert model."""
         job = self.resolve(prompt, negative_prompt, height, width, num_frames, num_steps, guidance_scale, shift,
-                           sampler, seed, fps, passes, guidance_scale_2)
+                           sampler, seed, fps, passes, guidance_scale_2, cache, cache_threshold)
         image = self.image_input(job, images) if images else None
         latents = self.sample([job], known, strength, on_progress, image)
         return Video(frames=self.decode(latents, on_progress), fps=job.fps, seed=job.seed, metadata=job.metadata)
@@ -189,41 +156,37 @@ class Pipeline:
         return self.spec.takes_images
 
     def image_input(self, job: Job, images: dict[int, np.ndarray]) -> ImageInput:
-        """Frames {video frame: (H, W, 3) uint8} as an image-to-video checkpoint reads them (conditioning.py):
-        a clip of the job's length holding them, grey elsewhere, through the VAE, beside which frames they are;
-        and, for Wan 2.1's, the image encoder's tokens of them in order."""
+        """Frames {video frame: (H, W, 3) uint8} as an image-to-video checkpoint reads them (conditioning.py)."""
         if not self.takes_images:
             raise OptionError("this checkpoint is not an image-to-video one; give it known frames instead")
-        frames = dict(sorted(((p % job.num_frames, f) for p, f in images.items()), key=lambda pf: pf[0]))
-        video = torch.zeros(1, 3, job.num_frames, job.height, job.width)  # grey: 0 in the VAE's [-1, 1]
-        given = torch.zeros(job.num_frames, dtype=torch.bool)
-        for p, frame in frames.items():
-            video[0, :, p] = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float() / 127.5 - 1
-            given[p] = True
-        with self._on_device(self.vae):
-            latents = self.vae.encode(video.to(self.device))  # (1, C, F, h, w)
-        mask = frame_mask_channels(given, self.temporal_stride).to(latents)  # (4, F)
-        mask = mask[None, :, :, None, None].expand(1, -1, -1, *latents.shape[3:])
-        features = None
-        if self.image_encoder is not None:
-            encoder = self.image_encoder.model.to(self.device)
+
+        def encode_video(video: Tensor) -> Tensor:
+            with self._on_device(self.vae):
+                return self.vae.encode(video.to(self.device))
+
+        def encode_images(frames: list[np.ndarray]) -> Tensor:
+            encoder = self.image_encoder.model.to(self.device)  # visiting the device, as the text encoder does
             try:
-                features = self.image_encoder.encode(list(frames.values())).to(self.device, self.dtype)
+                return self.image_encoder.encode(frames).to(self.device, self.dtype)
             finally:
                 encoder.to("cpu")
-        return ImageInput(torch.cat([mask, latents], dim=1), features)
+
+        return image_input(images, job.num_frames, job.height, job.width, self.temporal_stride, encode_video,
+                           encode_images if self.image_encoder is not None else None)
 
     def resolve(self, prompt: str, negative_prompt: str | None = None, height: int | None = None,
                 width: int | None = None, num_frames: int | None = None, num_steps: int | None = None,
                 guidance_scale: float | None = None, shift: float | None = None, sampler: str | None = None,
                 seed: int | None = None, fps: float | None = None, passes: int | None = None,
-                guidance_scale_2: float | None = None) -> Job:
+                guidance_scale_2: float | None = None, cache: str | None = None,
+                cache_threshold: float | None = None) -> Job:
         """What is not given comes from the model's defaults; sizes and lengths are snapped with a warning.
         guidance_scale_2 (the low-noise expert's) defaults to the model's, else to the guidance scale."""
         d, two_experts = self.defaults, self.transformer_2 is not None
         given = settings.check_keywords(dict(negative_prompt=negative_prompt, num_steps=num_steps, seed=seed,
                                              guidance_scale=guidance_scale, guidance_scale_2=guidance_scale_2,
-                                             shift=shift, sampler=sampler, passes=passes))
+                                             shift=shift, sampler=sampler, passes=passes, cache=cache,
+                                             cache_threshold=cache_threshold))
         width, height = snap_size(width or d.width, height or d.height, self.size_multiple)
         high, why = settings.MAX_SIDE, "4K"
         rope = min(c.rope_max_seq_len for c in (self.spec.transformer, self.spec.transformer_2) if c is not None)
@@ -245,7 +208,9 @@ class Pipeline:
             seed=settings.random_seed() if seed is None else seed,
             fps=fps or d.fps,
             passes=passes or d.passes,
-            model=self.name, loras=self.loras["lora"], loras_2=self.loras["lora_2"])
+            model=self.name, loras=self.loras["lora"], loras_2=self.loras["lora_2"], cache=given["cache"],
+            cache_threshold=None if cache is None else FIRST_BLOCK_THRESHOLD if cache_threshold is None
+            else cache_threshold)
 
     def latent_frames(self, num_frames: int) -> int:
         return self.spec.latent_frames(num_frames)
@@ -295,11 +260,15 @@ class Pipeline:
         sigmas, timesteps = flow_sigmas(job.num_steps, job.shift, job.sampler, self.sampler.num_train_timesteps)
         noise = noise.to(self.device)
         guide = Guide(known, noise, sigmas, self.conditioning, self.transformer.token_grid(*noise.shape[2:]), image)
+        # One step cache an expert: each remembers only its own steps.
+        caches = {id(m): FirstBlockCache(job.cache_threshold) for m in (self.transformer, self.transformer_2)} \
+            if job.cache else {}
         with self._expert_switch(job) as switch, torch.inference_mode():
             x = guide.initial(None if known is None else known.latents, start)
-            latents = sample(self._velocity_fn(context, switch, sigmas, guide), x, sigmas, timesteps,
+            latents = sample(self._velocity_fn(context, switch, sigmas, guide, caches), x, sigmas, timesteps,
                              job.sampler, start=start, before_step=guide.before_step, on_step=on_step)
-            return guide.finish(latents)
+        self.skipped_steps += sum(c.skipped for c in caches.values())
+        return guide.finish(latents)
 
     def _expert_switch(self, job: Job) -> experts.ExpertSwitch:
         """Each step's transformer and guidance scale: the one transformer throughout, or the expert of its
@@ -318,8 +287,8 @@ class Pipeline:
             encoder.to("cpu")  # leave the accelerator to the transformer
         return context.to(self.device, self.dtype)
 
-    def _velocity_fn(self, context: Tensor, switch: experts.ExpertSwitch, sigmas: Tensor,
-                     guide: Guide) -> Callable[[Tensor, Tensor, int], Tensor]:
+    def _velocity_fn(self, context: Tensor, switch: experts.ExpertSwitch, sigmas: Tensor, guide: Guide,
+                     caches: dict) -> Callable[[Tensor, Tensor, int], Tensor]:
         predicts_x0 = self.sampler.prediction == "sample"
         features = guide.image.features if guide.image is not None else None  # (1, S, image_dim) or None
 
@@ -332,7 +301,8 @@ class Pipeline:
             batch = copies * x.shape[0]
             x_in = x_in.to(self.dtype).repeat(copies, 1, 1, 1, 1)
             image = None if features is None else features.expand(batch, *features.shape[1:])
-            v = model(x_in, t_in.to(self.device).expand(batch, *t_in.shape[1:]), context[:batch], image).float()
+            v = model(x_in, t_in.to(self.device).expand(batch, *t_in.shape[1:]), context[:batch], image,
+                      caches.get(id(model)), copies).float()
             if predicts_x0:  # x = (1 - s) x0 + s noise, so the velocity noise - x0 is (x - x0) / s
                 v = (x.float().repeat(copies, 1, 1, 1, 1) - v) / float(sigmas[i])
             if copies == 1:

@@ -1,5 +1,5 @@
 """What one video asks for: a command (or a batch line's mode) with its settings, checked before any model is
-loaded, and resolved against the model once it is.
+loaded (`Request`), and what it resolves to against the model once it is (`Job`, made by `Pipeline.resolve`).
 
 A command line and a batch line become the same `Request`, so a size, a length or a sampling setting means the
 same thing and is refused with the same message wherever it is given; `editing.make` then makes it with the one
@@ -9,6 +9,7 @@ function of its mode. None always means "the model's default".
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 from . import settings as table
 from .errors import OptionError
@@ -78,3 +79,43 @@ def parse(rows: dict[str, Setting], given: dict, mode: str = "generate", videos:
         values[name] = row.default if value is None else table.check(row, value, labels.get(name))
     return Request(mode=mode, videos=tuple(videos), **{k: v for k, v in values.items() if k not in _NOT_FIELDS})
 
+
+@dataclass
+class Job:
+    """One render's settings, resolved against the model's defaults by `Pipeline.resolve`."""
+
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    num_frames: int
+    num_steps: int
+    guidance_scale: float
+    shift: float
+    sampler: str
+    seed: int
+    fps: float
+    passes: int
+    model: str
+    guidance_scale_2: float | None = None  # the low-noise expert's; None with one transformer
+    cache: str | None = None  # a step cache (caching.py), or None
+    cache_threshold: float | None = None
+    loras: list[dict] | None = None  # merged into the transformer: file, SHA-256, scale each
+    loras_2: list[dict] | None = None  # merged into the low-noise expert
+
+    @property
+    def guided(self) -> bool:
+        """Whether any expert runs with classifier-free guidance, so the negative prompt is needed."""
+        return max(self.guidance_scale, self.guidance_scale_2 or 0.0) > 1.0
+
+    @property
+    def metadata(self) -> dict:
+        """The settings as a video's metadata records them (the keys are the settings table's)."""
+        values = {key: getattr(self, attr) for attr, key in table.recorded().items()}
+        return {key: value for key, value in values.items() if value is not None}
+
+    def generator(self):
+        """The job's random numbers: a seeded CPU torch.Generator, so a seed means the same video on any device."""
+        import torch
+
+        return torch.Generator("cpu").manual_seed(self.seed)

@@ -35,6 +35,7 @@ MAX_LOOP_SECONDS = 3600  # `loop --duration` repeats frames already made: an hou
 MAX_SIDE = 4096  # 4K; the VAE alone would need tens of GB a frame beyond it
 MAX_PROMPT = 10_000  # characters; text encoders read 512 tokens at most, and a prompt goes into the MP4's tags
 SAMPLERS = ("unipc", "euler")
+CACHES = ("first-block",)  # caching.py
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16"}
 
@@ -79,7 +80,7 @@ class Setting:
     argument: bool = False  # given by position on the command line, not as an option
     multiple: bool = False  # may be given again and again: a tuple of values
     excludes: tuple[str, ...] = ()  # settings that say the same thing another way: giving both is an error
-    job: tuple[str, ...] = ()  # the attributes of the resolved `pipeline.Job` it sets
+    job: tuple[str, ...] = ()  # the attributes of the resolved `request.Job` it sets
     metadata: tuple[str, ...] = ()  # the keys its resolved value is recorded under in a video's metadata
     flag: str | None = None
     short: str | None = None
@@ -306,6 +307,12 @@ SETTINGS: tuple[Setting, ...] = (
             "direction words far better where the model was trained for it; twice the time). Default: the "
             "model's (sora-tiny: 2).", ("generate", BATCH), ("generate",), choices=(1, 2), job=("passes",),
             metadata=("passes",)),
+    Setting("cache", str, "Step cache: first-block skips the blocks after the first on steps where the first "
+            "barely changes (--cache-threshold says how little). Default: none.", _RENDER, MODES, choices=CACHES,
+            job=("cache",), metadata=("cache",)),
+    Setting("cache_threshold", float, "How small the first block's change must be, relative to its size, for a "
+            "step to skip the rest (0 never skips). Default: 0.05.", _RENDER, MODES,
+            limit=Limit(0, 1, "a relative change"), job=("cache_threshold",), metadata=("cache_threshold",)),
     # Inputs and editing.
     Setting("image", Path, "Image (png, jpg, webp) to start from: the first frame.", ("generate",),
             ("generate",)),
@@ -369,7 +376,7 @@ def recorded() -> dict[str, str]:
 
 
 def check_keywords(values: dict) -> dict:
-    """The Python API's keyword arguments (`pipeline.Job`'s names: num_steps, guidance_scale, ...) checked as the
+    """The Python API's keyword arguments (`request.Job`'s names: num_steps, guidance_scale, ...) checked as the
     settings they come from, each error naming the keyword; the values as the pipeline uses them."""
     rows: dict[str, Setting] = {}
     for s in SETTINGS:

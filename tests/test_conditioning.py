@@ -30,9 +30,9 @@ class Spy:
         self.calls, self.pipe, self.forward = [], pipe, pipe.transformer.forward
 
     def __enter__(self):
-        def forward(x, timestep, context, image=None):
+        def forward(x, timestep, context, *rest):
             self.calls.append((x.detach().clone(), timestep.detach().clone()))
-            return self.forward(x, timestep, context, image)
+            return self.forward(x, timestep, context, *rest)
 
         self.pipe.transformer.forward = forward
         return self

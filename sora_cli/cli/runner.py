@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -53,6 +54,10 @@ def render_to_file(request: Request, label: str, sources: list) -> None:
         stream.write(path, overwrite=request.overwrite,
                      sidecars={sidecar: stream.metadata} if request.metadata == "json" else None)
     record = dict(path=str(path), elapsed=round(time.perf_counter() - started, 3), **stream.metadata)
+    if request.cache:  # how much the step cache saved: transformer calls skipped
+        record["cache_skipped"] = pipe.skipped_steps
+        if not request.quiet:
+            print(f"cache: {pipe.skipped_steps} transformer calls skipped", file=sys.stderr)
     print(json.dumps(record, ensure_ascii=False) if request.json else str(path))
 
 

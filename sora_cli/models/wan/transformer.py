@@ -268,7 +268,8 @@ class WanTransformer(nn.Module):
             self._rope_cache = (key, (angles.cos().float(), angles.sin().float()))
         return self._rope_cache[1]
 
-    def forward(self, x: Tensor, timestep: Tensor, context: Tensor, image: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, timestep: Tensor, context: Tensor, image: Tensor | None = None,
+                cache=None, branches: int = 1) -> Tensor:
         """Predict the flow-matching velocity.
 
         x: (B, C_in, F, H, W) latents, F/H/W divisible by the patch size.
@@ -278,6 +279,8 @@ class WanTransformer(nn.Module):
             per token, e.g. 0 for known clean frames.
         context: (B, S, text_dim) text hidden states, zero-padded past the prompt.
         image: (B, S_img, image_dim) image-encoder features, for an image-to-video checkpoint (and only there).
+        cache: a step cache (caching.py) that may skip the blocks after the first; the batch holds `branches`
+            guidance branches, one after the other.
         Returns (B, C_out, F, H, W) in x's dtype.
         """
         b = x.shape[0]
@@ -307,8 +310,17 @@ class WanTransformer(nn.Module):
         rope = self._rope(grid, x.device)
 
         h = self.patchify(x.to(dtype))  # (B, L, D)
-        for block in self.blocks:
-            h = block(h, context, block_mod, rope, image)
+        head = self.blocks[0](h, context, block_mod, rope, image)
+        if cache is not None and cache.skip(head - h, branches):
+            cache.skipped += 1
+            h = head + cache.tail  # what the other blocks added when they last ran
+        else:
+            out = head
+            for block in self.blocks[1:]:
+                out = block(out, context, block_mod, rope, image)
+            if cache is not None:
+                cache.store(head - h, out - head, branches)
+            h = out
 
         shift, scale = Modulation(temb[:, None], t_index).vectors(self.scale_shift_table)  # (B, 1|L, D) fp32
         h = (self.norm_out(h) * (1 + scale) + shift).type_as(h)
