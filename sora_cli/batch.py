@@ -92,7 +92,7 @@ def execute(file: str, request: Request, defaults: dict, report: Report, ranks: 
     def load() -> Pipeline:
         report.progress("load model", 0, 1)
         pipe = Pipeline.from_pretrained(spec(), device=ranks.device(r.device), dtype=r.dtype, offline=r.offline,
-                                        offload=r.offload, loras=r.lora or (), loras_2=r.lora_2 or ())
+                                        offload=r.offload)  # each item merges its own LoRAs (use_loras)
         report.progress("load model", 1, 1)
         return pipe
 
@@ -292,6 +292,11 @@ def _render_unit(pipe: Pipeline, unit: list[Item], sources: list[list], out_dir:
     from . import editing
 
     streams = None
+    try:  # the unit's LoRAs (its items share them): a LoRA that does not fit fails the unit, not the batch
+        pipe.use_loras(unit[0].request.lora or (), unit[0].request.lora_2 or ())
+    except Exception as e:
+        yield from (_record(item, requested(item), "failed", str(e) or type(e).__name__, started) for item in unit)
+        return
     if len(unit) > 1:
         try:
             kw = unit[0].request.pipeline_kwargs(pipe)

@@ -31,7 +31,7 @@ from .errors import OptionError
 from .files import not_a_file
 from .naming import safe_join, slugify
 from .request import Request, parse
-from .settings import BATCH, MODES, SETTINGS, check, of_command, of_mode
+from .settings import BATCH, MODES, SETTINGS, check, of_command, of_mode, split_lora
 
 LINE_ROWS = {s.name: s for s in SETTINGS if s.lines}  # every field a line may have; its JSON types
 _KIND = {(int, float): "a number", (int,): "a whole number", (str,): "text", (bool,): "true or false"}
@@ -161,6 +161,10 @@ def _items(line: int, fields: dict, defaults: dict, repeat: int, out_dir: Path, 
         raise LineError(f"mode '{mode}' does not take {', '.join(map(repr, foreign))}; it takes: "
                         f"{', '.join(k for k in rows if k not in _OWN)}")
     own = {k: v for k, v in fields.items() if k not in _OWN} | images
+    for key in ("lora", "lora_2"):  # a LoRA's relative path starts at the prompt file, as an input's does
+        if isinstance(own.get(key), (str, list)):
+            own[key] = [_beside(base, v) if isinstance(v, str) else v
+                        for v in (own[key] if isinstance(own[key], list) else [own[key]])]
     if "prompt" in own:
         own["prompt"] = own["prompt"].strip()
     # The command line's values are defaults for the lines whose mode takes the same setting (`seconds` of an
@@ -211,6 +215,11 @@ def _inputs(mode: str, fields: dict, base: Path) -> tuple[dict[str, str], tuple[
         return str(path)
 
     return {k: existing(v) for k, v in images.items()}, tuple(existing(v) for v in videos)
+
+
+def _beside(base: Path, lora: str) -> str:
+    path, scale = split_lora(lora)
+    return f"{base / path.expanduser()}:{scale:g}"
 
 
 def _out_name(out: str, seed: int | None, out_dir: Path) -> str:

@@ -44,15 +44,15 @@ class Video:
 class Pipeline:
     def __init__(self, spec: ModelSpec, transformer: WanTransformer, vae: WanVAE, text_encoder: TextEncoder,
                  device: torch.device, dtype: torch.dtype, offload: bool = False,
-                 transformer_2: WanTransformer | None = None, image_encoder: ImageEncoder | None = None,
-                 loras: dict | None = None):
+                 transformer_2: WanTransformer | None = None, image_encoder: ImageEncoder | None = None):
         # `transformer` is the only transformer, or the high-noise expert; `transformer_2` the low-noise one.
         self.spec, self.transformer, self.vae, self.text_encoder = spec, transformer, vae, text_encoder
         self.transformer_2, self.image_encoder = transformer_2, image_encoder
         self.device, self.dtype, self.offload = device, dtype, offload
         self.conditioning = conditioning_mode(spec.defaults.conditioning)  # how known frames reach the model
         # what was merged into each expert, as its metadata records: {"lora": [...] or None, "lora_2": ...}
-        self.loras = loras or {"lora": None, "lora_2": None}
+        self.loras: dict = {"lora": None, "lora_2": None}
+        self._merged: tuple = ((), ())  # the (path, scale) pairs behind them
         self.skipped_steps = 0  # transformer calls a step cache has skipped, all renders together
 
     @classmethod
@@ -68,14 +68,7 @@ class Pipeline:
         dtype = _parse_dtype(dtype) if dtype is not None else (torch.float32 if device.type == "cpu" else torch.bfloat16)
         # Modules live on the accelerator unless offloading; the text encoder only visits it to encode.
         home = torch.device("cpu") if offload else device
-        transformer, transformer_2 = (
-            None if config is None else load_module(lambda: spec.networks["transformer"](config), folder / name, home,
-                                                    dtype, keep_fp32=FP32_PARAM_PATTERNS)
-            for name, config in (("transformer", spec.transformer), ("transformer_2", spec.transformer_2)))
-        if loras_2 and transformer_2 is None:
-            raise OptionError("--lora-2 is for a two-expert model's low-noise expert; this model has one transformer")
-        merged = {key: lora.merge(model, [lora.Lora(*pair) for pair in pairs]) if pairs else None
-                  for key, model, pairs in (("lora", transformer, loras), ("lora_2", transformer_2, loras_2))}
+        transformer, transformer_2 = _transformers(spec, home, dtype)
         # The VAE stays in float32: it is a small share of the time, and decoding is where banding would show.
         vae = load_module(lambda: spec.networks["vae"](spec.vae), folder / "vae", home, torch.float32)
         encoder_class = spec.index.get("text_encoder", [None, "UMT5EncoderModel"])[1]
@@ -85,7 +78,27 @@ class Pipeline:
         if spec.transformer.image_dim is not None:  # Wan 2.1 image-to-video: CLIP, visiting the device as text does
             image_encoder = ImageEncoder.load(folder / "image_encoder", folder / "image_processor",
                                               spec.index["image_encoder"][1], dtype)
-        return cls(spec, transformer, vae, text_encoder, device, dtype, offload, transformer_2, image_encoder, merged)
+        pipe = cls(spec, transformer, vae, text_encoder, device, dtype, offload, transformer_2, image_encoder)
+        pipe.use_loras(loras, loras_2)
+        return pipe
+
+    def use_loras(self, loras: tuple = (), loras_2: tuple = ()) -> None:
+        """Merge these LoRAs ((path, scale) pairs; `loras_2` for a two-expert model's low-noise expert), and only
+        these: with others merged already, the transformers are first read again from their files. A batch calls
+        it before each item, so that its lines may each name their own."""
+        wanted = (tuple(loras), tuple(loras_2))
+        if wanted == self._merged:
+            return
+        if loras_2 and self.transformer_2 is None:
+            raise OptionError("--lora-2 is for a two-expert model's low-noise expert; this model has one transformer")
+        if any(self._merged):
+            self.transformer, self.transformer_2 = _transformers(self.spec, self.transformer.patch_embedding.weight
+                                                                 .device, self.dtype)
+        self._merged = (("(failed)",), ())  # until every merge is through: a failed one is read again next time
+        self.loras = {key: lora.merge(model, [lora.Lora(*pair) for pair in pairs]) if pairs else None
+                      for key, model, pairs in (("lora", self.transformer, loras),
+                                                ("lora_2", self.transformer_2, loras_2))}
+        self._merged = wanted
 
     @property
     def name(self) -> str:
@@ -356,3 +369,11 @@ def _to_uint8(video: Tensor) -> np.ndarray:
 
 def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return dtype if isinstance(dtype, torch.dtype) else getattr(torch, settings.parse_dtype(dtype))
+
+
+def _transformers(spec: ModelSpec, home: torch.device, dtype: torch.dtype) -> tuple:
+    """The transformer (or the two experts; None for a second one it lacks), read from the model's files."""
+    return tuple(None if config is None else
+                 load_module(lambda: spec.networks["transformer"](config), spec.folder / name, home, dtype,
+                             keep_fp32=FP32_PARAM_PATTERNS)
+                 for name, config in (("transformer", spec.transformer), ("transformer_2", spec.transformer_2)))

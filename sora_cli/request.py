@@ -18,6 +18,7 @@ from .shapes import size_for_area, size_for_aspect
 
 # Size and length are resolved against the model's size (`pipeline_kwargs`); the rest pass to it as they are.
 _SHAPE = ("size", "aspect", "resolution", "frames", "seconds")
+_MERGED = ("lora", "lora_2")  # go into the weights (Pipeline.use_loras), not into a job
 _NOT_FIELDS = ("mode", "video")  # a request has one mode (its first field) and its videos as `videos`
 
 
@@ -34,7 +35,7 @@ class _Request:
         takes, size and length resolved against the model's defaults (`spec`: a Pipeline or a ModelSpec)."""
         rows = table.of_mode(self.mode)
         kw = {row.job[0]: getattr(self, name) for name, row in rows.items()
-              if row.job and name not in (*_SHAPE, "prompt")}
+              if row.job and name not in (*_SHAPE, *_MERGED, "prompt")}
         d = spec.defaults
         width, height = self.size or (None, None)
         if self.resolution:

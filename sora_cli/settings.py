@@ -148,15 +148,20 @@ def parse_dtype(name: str) -> str:
     return DTYPES[name.lower()]
 
 
-def parse_lora(text: str) -> tuple[Path, float]:
-    """`PATH` or `PATH:SCALE` -> (path, scale): a .safetensors file that exists, a scale from -100 to 100 (1 if
-    none is given). A path may hold ':' itself: only a number after the last one is a scale."""
+def split_lora(text: str) -> tuple[Path, float]:
+    """`PATH` or `PATH:SCALE` -> (path, scale); a path may hold ':' itself: only a number after the last is a
+    scale."""
     path, _, scale = text.rpartition(":")
     try:
-        value = float(scale) if path else 1.0
+        return (Path(path), float(scale)) if path else (Path(text), 1.0)
     except ValueError:
-        path, value = text, 1.0
-    path = Path(path or text)
+        return Path(text), 1.0
+
+
+def parse_lora(text: str) -> tuple[Path, float]:
+    """`PATH` or `PATH:SCALE` -> (path, scale): a .safetensors file that exists, a scale from -100 to 100 (1 if
+    none is given)."""
+    path, value = split_lora(text)
     if not -100 <= value <= 100:  # NaN fails this too
         raise OptionError(f"--lora {text}: the scale must be a number from -100 to 100")
     if path.suffix.lower() != ".safetensors":
@@ -214,8 +219,9 @@ def check(setting: Setting, value, label: str | None = None):
     label = label or setting.option
     if value is None:
         return None
-    if setting.multiple:
-        return tuple(check(dataclasses.replace(setting, multiple=False), v, label) for v in value) or None
+    if setting.multiple:  # a batch line may give one value as it is
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(check(dataclasses.replace(setting, multiple=False), v, label) for v in values) or None
     if setting.text:  # a prompt says what the video shows; an empty negative prompt is a choice
         check_text(label, value, blank_ok=setting.name != "prompt")
     if setting.limit:
@@ -265,10 +271,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("model", str, "Model folder, known name (see `sora models`) or hub repo id. Default: sora-tiny.",
             _RENDER, job=("model",), metadata=("model",)),
     Setting("lora", str, "LoRA file (.safetensors) merged into the transformer, PATH or PATH:SCALE (scale 1 if "
-            "none); give it again for several. For a two-expert model, the high-noise expert's.", _RENDER,
-            parse=parse_lora, multiple=True, job=("loras",), metadata=("lora",)),
+            "none); give it again for several. For a two-expert model, the high-noise expert's.", _RENDER, MODES,
+            parse=parse_lora, multiple=True, json_kinds=(str, list), job=("loras",), metadata=("lora",)),
     Setting("lora_2", str, "LoRA for a two-expert model's low-noise expert (Wan 2.2 A14B), PATH or PATH:SCALE.",
-            _RENDER, parse=parse_lora, multiple=True, job=("loras_2",), metadata=("lora_2",)),
+            _RENDER, MODES, parse=parse_lora, multiple=True, json_kinds=(str, list), job=("loras_2",),
+            metadata=("lora_2",)),
     # Size and length: each given one way or another, never both.
     Setting("size", str, "WIDTHxHEIGHT, e.g. 832x480. Default: the model's size, or an input's aspect ratio at "
             "the model's pixel count.", _RENDER, MODES, parse=parse_size, excludes=("aspect", "resolution"),

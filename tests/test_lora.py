@@ -4,6 +4,7 @@ LoRAs that do not fit."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,25 @@ def test_the_python_api_refuses_a_lora_for_no_weight(tiny_wan_dir, tmp_path):
                  tmp_path / "bad.safetensors")
     with pytest.raises(ModelError, match="has shape"):
         Pipeline.from_pretrained(tiny_wan_dir, device="cpu", loras=((path, 1.0),))
+
+
+def test_batch_lines_carry_their_own_loras(tiny_wan_dir, files, tmp_path, capsys):
+    """Each line merges its own LoRAs (relative paths start at the prompt file): the transformer is read again
+    when they change, so a line after one without the LoRA makes what the first line with it made."""
+    import shutil
+
+    from sora_cli.video import read_video
+
+    shutil.copy(files["kijai"], tmp_path / "style.safetensors")
+    lines = [dict(prompt=PROMPT, seed=7, lora="style.safetensors:0.5"), dict(prompt=PROMPT, seed=7),
+             dict(prompt=PROMPT, seed=7, lora=["style.safetensors:0.5"])]
+    (tmp_path / "p.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
+    code, out, err = call_sora(capsys, "batch", str(tmp_path / "p.jsonl"), "--out-dir", str(tmp_path / "out"),
+                               "--model", str(tiny_wan_dir), "--steps", "4", "--size", "48x32", "--frames", "9",
+                               "--batch-size", "1", "--json")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [[r["file"] for r in rec.get("lora") or []] for rec in records] == [["style.safetensors"], [],
+                                                                               ["style.safetensors"]]
+    first, plain, again = (read_video(Path(rec["path"]))[0] for rec in records)
+    assert np.array_equal(first, again) and not np.array_equal(first, plain)

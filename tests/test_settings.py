@@ -72,7 +72,7 @@ def test_each_command_takes_exactly_its_settings(command):
 
 @pytest.fixture
 def workspace(tmp_path, tiny_wan_dir):
-    for name in ("clip.mp4", "a.mp4", "i.png"):
+    for name in ("clip.mp4", "a.mp4", "i.png", "style.safetensors"):
         (tmp_path / name).write_bytes(b"")
     return tmp_path
 
@@ -86,6 +86,8 @@ def line(mode: str, name: str, workspace: Path) -> dict:
     value = EXAMPLES[name]
     if name in ("image", "last_image"):
         value = "i.png"
+    elif name in ("lora", "lora_2"):
+        value = "style.safetensors:0.5"
     elif name == "video":
         value = ["clip.mp4", "a.mp4"] if mode == "connect" else "clip.mp4"
     elif name == "mode":
