@@ -13,6 +13,10 @@ Cases (--cases, comma-separated):
   ti2v_5b     Wan 2.2 TI2V-5B transformer at 1280x704, 121 frames (latents 48x31x44x80, 27280 tokens), one guided
               step, cut to --layers blocks; per-layer time extrapolated to 30.
   vae22       Wan 2.2 VAE (TI2V-5B's) decode at 1280x704 of 9 latent frames (33 frames), float32, streamed.
+  fast        Wan 2.1 1.3B at its shape, sora alone: a guided step with each attention kernel installed (sdpa,
+              FlashAttention 3/2, SageAttention), compiled (regional torch.compile), unguided (what a 4-step
+              distilled LoRA runs at guidance 1), and a first-block-cache hit; with the 50-step guided and 4-step
+              unguided totals (steps only, the VAE decode apart).
 Diffusers' model is built from the config with a fixed seed and saved with save_pretrained; ours is loaded from
 that folder with sora_cli.loading.load_module, as sora_cli/pipeline.py loads a model. Nothing is downloaded.
 Writes $OUT/bench_gpu.json (default ./bench_out; rewritten after each case) and prints a table.
@@ -58,7 +62,8 @@ REAL_SHAPE = dict(latent=(16, 21, 60, 104), text_len=512)  # 832x480, 81 frames
 TINY_SHAPE = dict(latent=(16, 3, 8, 8), text_len=16)  # 64x64, 9 frames
 TI2V_LATENT = {False: (48, 31, 44, 80), True: (48, 3, 4, 4)}  # 1280x704, 121 frames; tiny: 64x64, 9 frames
 VAE22_LATENT = {False: (48, 9, 44, 80), True: (48, 3, 4, 4)}  # 1280x704, 33 frames
-PRIOR_S = {"wan21_1.3b": 60.0, "wan22_a14b": 90.0, "vae": 120.0, "ti2v_5b": 90.0, "vae22": 90.0}  # H200 guesses
+PRIOR_S = {"wan21_1.3b": 60.0, "wan22_a14b": 90.0, "vae": 120.0, "ti2v_5b": 90.0, "vae22": 90.0,
+           "fast": 120.0}  # H200 guesses
 CASES = tuple(PRIOR_S)
 
 
@@ -200,6 +205,54 @@ def case_transformer(cfg: dict, env: Env, latent: tuple | None = None) -> dict:
     return result
 
 
+def case_fast(cfg: dict, env: Env) -> dict:
+    """sora's ways to a faster step, each measured on the same random weights (see the module's docstring)."""
+    from sora_cli.caching import FirstBlockCache
+    from sora_cli.models import attention
+
+    c, f, h, w = env.latent
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, c, f, h, w, generator=g).repeat(2, 1, 1, 1, 1).to(env.device, env.dtype)
+    context = torch.randn(2, env.text_len, cfg["text_dim"], generator=g).to(env.device, env.dtype)
+    t = torch.full((2,), 757.0, device=env.device)
+    result = {"config": cfg, "flops_per_step": dit_flops(cfg, env.latent, env.text_len), "kernels": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        saved_weights(Path(tmp), dataclasses.replace(env, reference=None), None,
+                      lambda: WanTransformer(TransformerConfig.from_dict(cfg)), lambda model: None)
+        ours = load_module(lambda: WanTransformer(TransformerConfig.from_dict(cfg)), Path(tmp), env.device,
+                           env.dtype, keep_fp32=FP32_PARAM_PATTERNS)
+        for name in ("sdpa", "flash", "sage"):
+            try:
+                chosen, kernel = attention.choose(name, env.device, env.dtype)
+            except Exception as e:  # not installed, or not on this device
+                result["kernels"][name] = {"skipped": str(e)}
+                continue
+            attention.use(ours, kernel)
+            result["kernels"][name], _ = measure(lambda: ours(x, t, context), env, env.repeats)
+            result["kernels"][name]["kernel"] = chosen
+        attention.use(ours, attention.sdpa)
+        result["unguided"], _ = measure(lambda: ours(x[:1], t[:1], context[:1]), env, env.repeats)
+        cache = FirstBlockCache(threshold=float("inf"))  # every call after the first reuses the rest's change
+        ours(x, t, context, cache=cache, branches=2)
+        result["cache_hit"], _ = measure(lambda: ours(x, t, context, cache=cache, branches=2), env, env.repeats)
+        start = time.perf_counter()
+        for block in ours.blocks:
+            block.compile()
+        result["compiled"], _ = measure(lambda: ours(x, t, context), env, env.repeats)
+        result["compiled"]["compile_and_first_s"] = time.perf_counter() - start - result["compiled"]["median_s"] * (
+            env.repeats)
+        ours = None
+        free(env)
+    step = result["kernels"]["sdpa"]["median_s"]
+    result["totals_s"] = {"50_guided_steps": 50 * step, "4_unguided_steps": 4 * result["unguided"]["median_s"],
+                          "50_guided_steps_compiled": 50 * result["compiled"]["median_s"]}
+    for m in (*result["kernels"].values(), result["compiled"]):
+        if "median_s" in m:
+            m.update(tflops=result["flops_per_step"] / m["median_s"] / 1e12,
+                     mfu=result["flops_per_step"] / m["median_s"] / env.peak_flops)
+    return result
+
+
 def case_cut(base: dict, env: Env, latent: tuple | None = None) -> dict:
     """A transformer too large (or too slow) to build whole within the budget: --layers of its blocks, measured,
     and the step time extrapolated to all of them."""
@@ -264,6 +317,14 @@ def table(results: dict) -> str:
             rows.append(f"{name:<12} {impl:<10} {m['median_s']:>9.4f} {fmt(m['peak_gib'], '.2f'):>9} "
                         f"{fmt(m.get('tflops'), '.1f'):>8} {fmt(m.get('mfu'), '.1%'):>6} "
                         f"{fmt(p.get('max_abs_diff'), '.3e'):>10} {fmt(p.get('mean_abs_diff'), '.3e'):>10}")
+        if "kernels" in r:  # the `fast` case: sora's ways to a faster step
+            ways = {f"attention {k}": m for k, m in r["kernels"].items()}
+            ways |= {"compiled": r["compiled"], "unguided": r["unguided"], "cache hit": r["cache_hit"]}
+            for way, m in ways.items():
+                rows.append(f"{name:<12} {way:<16} " + (f"skipped: {m['skipped'][:70]}" if "skipped" in m else
+                            f"{m['median_s']:>9.4f} s  {fmt(m.get('mfu'), '.1%'):>6} MFU"))
+            rows.append(f"{'':<12} totals (steps only): " + ", ".join(f"{k} {v:.1f} s" for k, v in r["totals_s"].items()))
+            continue
         if "diffusers" not in r:
             rows.append(f"{'':<12} (no diffusers: ours alone, no parity)")
         if "extrapolated" in r:
@@ -331,7 +392,8 @@ def main() -> None:
            "ti2v_5b": lambda: case_cut(dict(WAN22_TI2V_5B, **TINY["ti2v_5b"], in_channels=48) if args.tiny
                                        else WAN22_TI2V_5B, env, TI2V_LATENT[args.tiny]),
            "vae22": lambda: case_vae(env, dict(WAN22_VAE, **TINY["vae22"]) if args.tiny else dict(WAN22_VAE),
-                                     VAE22_LATENT[args.tiny])}
+                                     VAE22_LATENT[args.tiny]),
+           "fast": lambda: case_fast(dict(WAN21_13B, **TINY["wan21_1.3b"]) if args.tiny else WAN21_13B, env)}
     for name in cases:
         prior = PRIOR_S[name] * (env.layers / 8 if name in ("wan22_a14b", "ti2v_5b") else 1) * (0.05 if args.tiny else 1)
         estimate = prior * (spent / prior_spent if prior_spent else 1.0)  # priors scaled by how the others went

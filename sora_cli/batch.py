@@ -92,7 +92,8 @@ def execute(file: str, request: Request, defaults: dict, report: Report, ranks: 
     def load() -> Pipeline:
         report.progress("load model", 0, 1)
         pipe = Pipeline.from_pretrained(spec(), device=ranks.device(r.device), dtype=r.dtype, offline=r.offline,
-                                        offload=r.offload)  # each item merges its own LoRAs (use_loras)
+                                        offload=r.offload, attention=r.attention, compile=r.compile)
+        # each item merges its own LoRAs (Pipeline.use_loras)
         report.progress("load model", 1, 1)
         return pipe
 

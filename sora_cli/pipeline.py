@@ -21,6 +21,7 @@ from .caching import FIRST_BLOCK_THRESHOLD, FirstBlockCache
 from .conditioning import Guide, ImageInput, KnownFrames, conditioning_mode, image_input, sdedit_start
 from .errors import OptionError
 from .loading import load_module, open_device, text_encoder_dirs
+from .models import attention as attention_kernels
 from .models.image_encoder import ImageEncoder
 from .models.text_encoder import TextEncoder
 from .models.wan.transformer import FP32_PARAM_PATTERNS, WanTransformer
@@ -54,18 +55,22 @@ class Pipeline:
         self.loras: dict = {"lora": None, "lora_2": None}
         self._merged: tuple = ((), ())  # the (path, scale) pairs behind them
         self.skipped_steps = 0  # transformer calls a step cache has skipped, all renders together
+        self.attention, self.kernel, self.compile = "sdpa", attention_kernels.sdpa, False
 
     @classmethod
     def from_pretrained(cls, model: str | Path | ModelSpec | None = None, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, offline: bool = False,
-                        offload: bool = False, loras: tuple = (), loras_2: tuple = ()) -> "Pipeline":
+                        offload: bool = False, loras: tuple = (), loras_2: tuple = (), attention: str = "auto",
+                        compile: bool = False) -> "Pipeline":
         """`model`: a folder, a known name or a hub repo id, or the `ModelSpec` already read from one. `loras`
         ((path, scale) pairs, lora.py) are merged into the transformer (the high-noise expert), `loras_2` into a
-        two-expert model's low-noise one, once, as they load."""
+        two-expert model's low-noise one, once, as they load. `attention` names the kernel (models/attention.py);
+        `compile` compiles each transformer block with torch.compile (once per shape)."""
         spec = model if isinstance(model, ModelSpec) else ModelSpec.read(model, offline)
         folder = spec.folder
         device = open_device(device)
         dtype = _parse_dtype(dtype) if dtype is not None else (torch.float32 if device.type == "cpu" else torch.bfloat16)
+        attention, kernel = attention_kernels.choose(attention, device, dtype)  # refused before anything loads
         # Modules live on the accelerator unless offloading; the text encoder only visits it to encode.
         home = torch.device("cpu") if offload else device
         transformer, transformer_2 = _transformers(spec, home, dtype)
@@ -79,8 +84,18 @@ class Pipeline:
             image_encoder = ImageEncoder.load(folder / "image_encoder", folder / "image_processor",
                                               spec.index["image_encoder"][1], dtype)
         pipe = cls(spec, transformer, vae, text_encoder, device, dtype, offload, transformer_2, image_encoder)
+        pipe.attention, pipe.kernel, pipe.compile = attention, kernel, compile
+        pipe._prepare_transformers()
         pipe.use_loras(loras, loras_2)
         return pipe
+
+    def _prepare_transformers(self) -> None:
+        """The chosen attention kernel in every transformer, and each block compiled if asked (regionally: one
+        block's graph serves them all, so compiling takes one block's time)."""
+        for model in filter(None, (self.transformer, self.transformer_2)):
+            attention_kernels.use(model, self.kernel)
+            for block in model.blocks if self.compile else ():
+                block.compile()
 
     def use_loras(self, loras: tuple = (), loras_2: tuple = ()) -> None:
         """Merge these LoRAs ((path, scale) pairs; `loras_2` for a two-expert model's low-noise expert), and only
@@ -94,6 +109,7 @@ class Pipeline:
         if any(self._merged):
             self.transformer, self.transformer_2 = _transformers(self.spec, self.transformer.patch_embedding.weight
                                                                  .device, self.dtype)
+            self._prepare_transformers()
         self._merged = (("(failed)",), ())  # until every merge is through: a failed one is read again next time
         self.loras = {key: lora.merge(model, [lora.Lora(*pair) for pair in pairs]) if pairs else None
                       for key, model, pairs in (("lora", self.transformer, loras),
@@ -254,13 +270,10 @@ class Pipeline:
         nothing_known = (known is None or not known.any) and image is None
         if not (job.passes == 2 and nothing_known and start == 0 and noise.shape[2] > 1):
             return self._sample(job, context, noise, known, start, on_step, image)
-        # Two passes (known frames or SDEdit already fix the start). With nothing known, where the object is and
-        # where it goes are decided together at high noise, and the direction word barely moves that; with the
-        # first frame known, the word alone decides the path, which sora-tiny was trained to follow
-        # (tiny/train/start_motion.py). So: draw the clip, keep its first latent frame, and generate the rest again
-        # from it. The second pass's noise is the first's with its channels rotated by half: as random as fresh
-        # noise (channels are drawn independently), and still a function of the sample's own noise, so a seed
-        # gives one video alone or in a batch.
+        # Two passes: draw the clip, keep its first latent frame, and generate the rest again from it. With the first
+        # frame known the direction word alone decides the path, which sora-tiny was trained to follow
+        # (tiny/train/start_motion.py). The second pass's noise is the first's with its channels rotated by half:
+        # independent values, yet a function of the sample's own noise, so a seed gives one video alone or batched.
         n = job.num_steps
         drawn = self._sample(job, context, noise, None, 0, (lambda i, _: on_step(i, 2 * n)) if on_step else None)
         first = torch.zeros(noise.shape[2], dtype=torch.bool)

@@ -346,6 +346,11 @@ SETTINGS: tuple[Setting, ...] = (
             _RENDER, parse=parse_device),
     Setting("dtype", str, "float32, bfloat16 or float16. Default: bf16 on GPU, fp32 on CPU.", _RENDER,
             parse=parse_dtype),
+    Setting("attention", str, "Attention kernel: auto (FlashAttention 3 on Hopper GPUs, else SageAttention, "
+            "where installed; else PyTorch's SDPA), sdpa, flash or sage.", _RENDER, default="auto",
+            choices=("auto", "sdpa", "flash", "sage")),
+    Setting("compile", bool, "Compile the transformer's blocks with torch.compile: slow on the first step of each "
+            "new size, faster after it on a GPU.", _RENDER, default=False),
     Setting("offload", bool, "Keep each module on the accelerator only while it runs.", _RENDER, default=False),
     Setting("offline", bool, "Never contact the hub; use the local cache only.", _RENDER, default=False),
     Setting("json", bool, "Print one JSON record on stdout (one per item for batch).", _RENDER, default=False),

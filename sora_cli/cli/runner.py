@@ -47,7 +47,8 @@ def render_to_file(request: Request, label: str, sources: list) -> None:
         bars("load model", 0, 1)
         pipe = Pipeline.from_pretrained(request.model, device=request.device, dtype=request.dtype,
                                         offline=request.offline, offload=request.offload,
-                                        loras=request.lora or (), loras_2=request.lora_2 or ())
+                                        loras=request.lora or (), loras_2=request.lora_2 or (),
+                                        attention=request.attention, compile=request.compile)
         bars("load model", 1, 1)
         stream = editing.make(pipe, request, sources, bars)
         # The model runs as the frames are encoded; the sidecar appears with the MP4 or not at all.

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from ..attention import sdpa
+
 
 def rope_angles(head_dim: int, grid: tuple[int, int, int], device: torch.device) -> Tensor:
     """Rotation angles (L, head_dim/2) for tokens on a (f, h, w) grid, L = f*h*w.
@@ -65,6 +67,7 @@ class Attention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(dim, dim)])  # index 0 matches the checkpoint's "to_out.0"
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
+        self.kernel = sdpa  # models/attention.py: another kernel where one is chosen and can run
         if image_dim is not None:
             self.add_k_proj = nn.Linear(image_dim, dim)
             self.add_v_proj = nn.Linear(image_dim, dim)
@@ -79,22 +82,14 @@ class Attention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         # No mask on text: Wan was trained with zero-padded (unmasked) prompt embeddings.
-        out = self._attend(q, k, v)
+        out = self.kernel(q, k, v)
         if image is not None:  # (B, S_img, image_dim)
-            out = out + self._attend(q, self._heads(self.norm_added_k(self.add_k_proj(image))),
-                                     self._heads(self.add_v_proj(image)))
+            out = out + self.kernel(q, self._heads(self.norm_added_k(self.add_k_proj(image))),
+                                    self._heads(self.add_v_proj(image)))
         return self.to_out[0](rearrange(out, "b h l d -> b l (h d)"))  # (B, L, D)
 
     def _heads(self, t: Tensor) -> Tensor:
         return rearrange(t, "b l (h d) -> b h l d", h=self.heads)
-
-    @staticmethod
-    def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            # bf16 training on a CPU: its bf16 attention backward is several times slower than float32's
-            with torch.autocast("cpu", enabled=False):
-                return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).type_as(v)
-        return F.scaled_dot_product_attention(q, k, v).type_as(v)
 
 
 class GeluProj(nn.Module):
