@@ -3,6 +3,8 @@
     OUT=DIR PYTHONPATH=. python benchmarks/bench_gpu.py             # the GPU run: under 8 minutes on an H200
     OUT=DIR PYTHONPATH=. python benchmarks/bench_gpu.py --tiny      # CPU dry run: same code path, tiny shapes
     ... --no-reference                                               # ours alone (also when diffusers is missing)
+    ... --cases wan21_1.3b,fast,vae     then     ... --cases ti2v_5b,vae22,wan22_a14b
+                                        # all six cases take more than one 8-minute run: two runs fit a loan
 
 Cases (--cases, comma-separated):
   wan21_1.3b  Wan 2.1 1.3B transformer, 832x480, 81 frames (latents 16x21x60x104), one guided step (batch 2:
