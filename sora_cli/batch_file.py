@@ -31,7 +31,8 @@ from .errors import OptionError
 from .files import not_a_file
 from .naming import safe_join, slugify
 from .request import Request, parse
-from .settings import BATCH, MODES, SETTINGS, check, of_command, of_mode, split_lora
+from .parsers import split_lora
+from .settings import BATCH, MODES, SETTINGS, check, of_command, of_mode
 
 LINE_ROWS = {s.name: s for s in SETTINGS if s.lines}  # every field a line may have; its JSON types
 _KIND = {(int, float): "a number", (int,): "a whole number", (str,): "text", (bool,): "true or false"}

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import experts, lora, settings
+from . import experts, lora, parsers, settings
 from .caching import FIRST_BLOCK_THRESHOLD, FirstBlockCache
 from .conditioning import Guide, ImageInput, KnownFrames, conditioning_mode, image_input, sdedit_start
 from .errors import OptionError
@@ -217,13 +217,13 @@ class Pipeline:
                                              shift=shift, sampler=sampler, passes=passes, cache=cache,
                                              cache_threshold=cache_threshold))
         width, height = snap_size(width or d.width, height or d.height, self.size_multiple)
-        high, why = settings.MAX_SIDE, "4K"
+        high, why = parsers.MAX_SIDE, "4K"
         rope = min(c.rope_max_seq_len for c in (self.spec.transformer, self.spec.transformer_2) if c is not None)
         positions = rope * self.size_multiple  # rotary positions a side
         if positions < high:
             high, why = positions, "what the transformer has positions for"
         for side in (width, height):
-            settings.check_side(f"frame size {width}x{height}", side, high, why)
+            parsers.check_side(f"frame size {width}x{height}", side, high, why)
         guidance = d.guidance_scale if guidance_scale is None else guidance_scale
         return Job(
             prompt=prompt,
@@ -381,7 +381,7 @@ def _to_uint8(video: Tensor) -> np.ndarray:
 
 
 def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    return dtype if isinstance(dtype, torch.dtype) else getattr(torch, settings.parse_dtype(dtype))
+    return dtype if isinstance(dtype, torch.dtype) else getattr(torch, parsers.parse_dtype(dtype))
 
 
 def _transformers(spec: ModelSpec, home: torch.device, dtype: torch.dtype) -> tuple:

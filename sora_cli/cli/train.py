@@ -48,7 +48,7 @@ def train_dit(
                                                           "where bf16 is slow (older CPUs)."),
 ) -> None:
     """Train the diffusion transformer on the VAE's latents and assemble the model (step 2 of 2)."""
-    from ..settings import parse_device
+    from ..parsers import parse_device
     from ..tiny.train.dit import DiTRecipe, train_dit as run
 
     device = parse_device(device)
