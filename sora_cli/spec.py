@@ -14,6 +14,7 @@ from .models import family
 from .models.wan.transformer import TransformerConfig
 from .models.wan.vae import VAEConfig
 from .sampling import SamplerConfig
+from .settings import SAMPLERS
 
 # Wan's own default negative prompt (its shared config), used when a Wan checkpoint names none.
 WAN_NEGATIVE_PROMPT = (
@@ -49,6 +50,8 @@ class Defaults:
     conditioning: str | None = None  # "clean_tokens" for a model trained with clean-frame masks (conditioning.py)
     noise_correlation: float = 0.0  # between latent frames, as the model was trained (sampling.frame_noise)
     passes: int = 1  # 2: text-to-video draws the first frame, then animates it (a model trained to do that)
+    shift: float | None = None  # None: the scheduler config's; a step-distilled model may name its own
+    sampler: str | None = None  # None: the scheduler config's
 
     @classmethod
     def from_model_index(cls, index: dict, source: str | None = None) -> "Defaults":
@@ -62,6 +65,9 @@ class Defaults:
         checks.number(own, "noise_correlation", 0, 1)
         checks.string(own, "negative_prompt")
         checks.string(own, "conditioning", nullable=True)
+        checks.number(own, "shift", 0, above=True)
+        if own.get("sampler") not in (None, *SAMPLERS):
+            raise ValueError(f"_sora.sampler must be one of {', '.join(SAMPLERS)}, got {str(own['sampler'])[:40]}")
         return cls(**own)
 
 

@@ -170,3 +170,26 @@ def test_batch_lines_carry_their_own_loras(tiny_wan_dir, files, tmp_path, capsys
                                                                                ["style.safetensors"]]
     first, plain, again = (read_video(Path(rec["path"]))[0] for rec in records)
     assert np.array_equal(first, again) and not np.array_equal(first, plain)
+
+
+def test_a_folder_may_carry_a_distilled_loras_defaults(tiny_wan_dir, tmp_path):
+    """A step-distilled LoRA runs as its makers intend (4 steps, guidance 1, their shift and sampler): a model
+    folder may say so under `_sora`, and what is given still comes first."""
+    import shutil
+
+    from sora_cli.spec import ModelSpec
+
+    folder = tmp_path / "distilled"
+    shutil.copytree(tiny_wan_dir, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["_sora"] |= dict(num_steps=4, guidance_scale=1.0, shift=5.0, sampler="euler")
+    (folder / "model_index.json").write_text(json.dumps(index))
+    pipe = Pipeline.from_pretrained(folder, device="cpu")
+    job = pipe.resolve(PROMPT)
+    assert (job.num_steps, job.guidance_scale, job.shift, job.sampler, job.guided) == (4, 1.0, 5.0, "euler", False)
+    assert (pipe.resolve(PROMPT, shift=2.0, sampler="unipc").shift, pipe.resolve(PROMPT, sampler="unipc").sampler) \
+        == (2.0, "unipc")
+    for bad in (dict(shift=0), dict(sampler="ddim")):
+        (folder / "model_index.json").write_text(json.dumps(dict(index, _sora=index["_sora"] | bad)))
+        with pytest.raises(ModelError, match="shift|sampler"):
+            ModelSpec.read(folder)
