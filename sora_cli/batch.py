@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
-from . import files, manifest
+from . import batch_file, files, manifest
 from .batch_file import BatchFile, Item, read_batch
 from .distributed import Group, Ranks
 from .errors import BusyError, OptionError, OutputError
@@ -233,7 +233,8 @@ def groups(items: list[Item], todo: list[int], size: int | SizeFn) -> list[list[
     for i in todo:
         item = items[i]
         key = None
-        if item.mode == "generate" and not item.inputs and not item.request.loop:
+        # A step cache decides for a whole batch at once, so a cached clip is made alone, as `generate` makes it.
+        if item.mode == "generate" and not item.inputs and not item.request.loop and not item.request.cache:
             key = dataclasses.replace(item.request, seed=None, prompt=None)
         if out and key is not None and key == previous and len(out[-1]) < cap:
             out[-1].append(i)
@@ -280,7 +281,7 @@ def requested(item: Item) -> dict:
     """What the line asked for (None: the model's default), for records of items that were not rendered."""
     rows = of_mode(item.mode)
     asked = {k: v for k, v in dataclasses.asdict(item.request).items()
-             if k in rows and k not in ("prompt", "seed", "out", "repeat", "mode")}
+             if k in rows and k not in ("prompt", "seed", *batch_file.LINE_OWN)}
     if item.mode != "generate":
         asked |= dict(mode=item.mode, video=list(item.request.videos))
     return asked

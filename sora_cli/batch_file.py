@@ -35,8 +35,9 @@ from .parsers import split_lora
 from .settings import BATCH, MODES, SETTINGS, check, of_command, of_mode
 
 LINE_ROWS = {s.name: s for s in SETTINGS if s.lines}  # every field a line may have; its JSON types
-_KIND = {(int, float): "a number", (int,): "a whole number", (str,): "text", (bool,): "true or false"}
-_OWN = ("mode", "out", "repeat", "video")  # the line's, not its video's: they name the item and its inputs
+_KIND = {(int, float): "a number", (int,): "a whole number", (str,): "text", (bool,): "true or false",
+         (str, int): "text or a whole number"}
+LINE_OWN = ("mode", "out", "repeat", "video")  # the line's, not its video's: they name the item and its inputs
 
 
 @dataclass(frozen=True)
@@ -160,12 +161,14 @@ def _items(line: int, fields: dict, defaults: dict, repeat: int, out_dir: Path, 
     foreign = [k for k in fields if k not in rows]
     if foreign:
         raise LineError(f"mode '{mode}' does not take {', '.join(map(repr, foreign))}; it takes: "
-                        f"{', '.join(k for k in rows if k not in _OWN)}")
-    own = {k: v for k, v in fields.items() if k not in _OWN} | images
+                        f"{', '.join(k for k in rows if k not in LINE_OWN)}")
+    own = {k: v for k, v in fields.items() if k not in LINE_OWN} | images
     for key in ("lora", "lora_2"):  # a LoRA's relative path starts at the prompt file, as an input's does
-        if isinstance(own.get(key), (str, list)):
-            own[key] = [_beside(base, v) if isinstance(v, str) else v
-                        for v in (own[key] if isinstance(own[key], list) else [own[key]])]
+        if key in own:
+            given = own[key] if isinstance(own[key], list) else [own[key]]
+            if not all(isinstance(v, str) for v in given):
+                raise LineError(f"'{key}' must be text or a list of text, got {json.dumps(own[key])}")
+            own[key] = [_beside(base, v) for v in given]
     if "prompt" in own:
         own["prompt"] = own["prompt"].strip()
     # The command line's values are defaults for the lines whose mode takes the same setting (`seconds` of an
@@ -173,7 +176,7 @@ def _items(line: int, fields: dict, defaults: dict, repeat: int, out_dir: Path, 
     batch = of_command(BATCH)
     taken = {k: v for k, v in defaults.items() if k in rows and rows[k] is batch.get(k)}
     merged = {k: v for k, v in taken.items() if not any(k in rows[o].excludes for o in own)} | own
-    request = parse({k: row for k, row in rows.items() if k not in _OWN}, merged, mode, videos,
+    request = parse({k: row for k, row in rows.items() if k not in LINE_OWN}, merged, mode, videos,
                     labels={"prompt": "the prompt"})
     repeat = fields.get("repeat", repeat)
     check(rows["repeat"], repeat)
@@ -220,7 +223,7 @@ def _inputs(mode: str, fields: dict, base: Path) -> tuple[dict[str, str], tuple[
 
 def _beside(base: Path, lora: str) -> str:
     path, scale = split_lora(lora)
-    return f"{base / path.expanduser()}:{scale:g}"
+    return f"{base / path.expanduser()}:{scale!r}"
 
 
 def _out_name(out: str, seed: int | None, out_dir: Path) -> str:

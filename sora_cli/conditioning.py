@@ -102,7 +102,10 @@ def image_input(images: dict[int, np.ndarray], frames: int, height: int, width: 
     """Given frames {video frame (negative from the end): (H, W, 3) uint8} of a clip of `frames` at that size:
     the clip holding them, grey elsewhere, through `encode_video` (the VAE: (1, 3, T, H, W) in [-1, 1] -> latents
     (1, C, F, h, w)), beside which frames they are; and `encode_images` of them in order (Wan 2.1's)."""
-    ordered = dict(sorted(((p % frames, f) for p, f in images.items()), key=lambda pf: pf[0]))
+    positions = [p % frames for p in images]
+    if not all(-frames <= p < frames for p in images) or len(set(positions)) != len(positions):
+        raise ValueError(f"given frames {sorted(images)} are not distinct frames of a {frames}-frame clip")
+    ordered = dict(sorted(zip(positions, images.values()), key=lambda pf: pf[0]))
     video = torch.zeros(1, 3, frames, height, width)  # grey: 0 in the VAE's [-1, 1]
     given = torch.zeros(frames, dtype=torch.bool)
     for p, frame in ordered.items():
@@ -160,15 +163,15 @@ class Guide:
     def model_input(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """What the transformer sees for solver state x at timestep t (0-d): with clean tokens, the known frames
         clean at timestep 0 and per-token timesteps (1, L); otherwise x and t as they are."""
+        if self.known is not None and self.mode == CLEAN_TOKENS:
+            x = torch.where(self.frame_mask, self.clean.to(x.dtype), x)
+            mask = self.known.mask.to(t.device)
+            t_frames = torch.where(mask, torch.zeros((), dtype=t.dtype, device=t.device), t)[None]  # (1, F)
+            t = frame_timesteps_to_tokens(t_frames, self.grid)
         if self.image is not None:  # the given frames as channels beside every sample's latents
             channels = self.image.channels.to(x.device, x.dtype)
             x = torch.cat([x, channels.expand(x.shape[0], *channels.shape[1:])], dim=1)
-        if self.known is None or self.mode != CLEAN_TOKENS:
-            return x, t
-        x = torch.where(self.frame_mask, self.clean.to(x.dtype), x)
-        mask = self.known.mask.to(t.device)
-        t_frames = torch.where(mask, torch.zeros((), dtype=t.dtype, device=t.device), t)[None]  # (1, F)
-        return x, frame_timesteps_to_tokens(t_frames, self.grid)
+        return x, t
 
     def finish(self, x: Tensor) -> Tensor:
         if self.known is None:

@@ -123,7 +123,7 @@ def generate(pipe: Pipeline, prompt: str, image: Clip | None = None, loop: bool 
     if spans == 1 and not fitted and not loop:  # plain text-to-video in one window: the pipeline's own path
         made = _sampled(pipe, job, on_progress)
     extra["windows"] = spans if spans > 1 else None
-    made = _keep_given(made, {p % job.num_frames: frame for p, frame in fitted.items()})
+    made = _keep_given(made, fitted, job.num_frames)
     return _stream(job, made, total, "generate", {key: v for key, v in extra.items() if v is not None})
 
 
@@ -142,11 +142,11 @@ def _from_images(pipe: Pipeline, job: Job, fitted: dict[int, np.ndarray], loop: 
         raise OptionError("this checkpoint takes a first frame only; a last one (--last-image, --loop) needs a "
                           "first-last-frame checkpoint (Wan 2.1 FLF2V, Wan 2.2 I2V)")
     progress = on_progress or (lambda stage, done, total: None)
-    given = {p % job.num_frames: frame for p, frame in fitted.items()}
 
     def frames() -> Iterator[np.ndarray]:
         latents = pipe.sample([job], on_progress=progress, image=pipe.image_input(job, fitted))
-        yield from _keep_given(_decode(pipe, iter(latents.split(1, dim=2)), 0, total, progress), given)
+        yield from _keep_given(_decode(pipe, iter(latents.split(1, dim=2)), 0, total, progress), fitted,
+                               job.num_frames)
 
     total = job.num_frames - 1 if loop else job.num_frames
     return frames(), total
@@ -255,16 +255,16 @@ def bridge(pipe: Pipeline, job: Job, before: np.ndarray, after: np.ndarray, seco
     first-last-frame checkpoint makes them from the two frames they join."""
     f, k = window(pipe)
     st = pipe.temporal_stride
-    if pipe.takes_images:
-        g = (pipe.defaults.num_frames - 1) // st if seconds is None else max(1, round((seconds * job.fps + 1) / st))
-        return _between(pipe, job, before[-1], after[0], st * g + 1, st * g - 1, on_progress), st * g - 1
     # as much of each clip as the window allows, the start of the second one frame shorter (its frame 0 is made)
     b = max(1, min(k - 1, (len(after) - 1) // st, f - k - 1))
     a = max(1, min(k, (len(before) - 1) // st + 1, f - b - 1))
-    g = max(1, f - a - b) if seconds is None else max(1, round((seconds * job.fps + 1) / st))
+    default = (pipe.defaults.num_frames - 1) // st if pipe.takes_images else max(1, f - a - b)
+    g = default if seconds is None else max(1, round((seconds * job.fps + 1) / st))
     count = st * g - 1
     if seconds is not None and count != round(seconds * job.fps):
         log.warning("a transition has 4n-1 frames; using %d (%.2f s)", count, count / job.fps)
+    if pipe.takes_images:  # a clip of the two joined frames and the transition between them
+        return _between(pipe, job, before[-1], after[0], count + 2, count, on_progress), count
     plan = chain.Plan(a + g + b, f, k, head=encode_end(pipe, before, a), tail=encode_start(pipe, after, b))
     skip = 1 + st * (a - 1)
     return _frames(pipe, job, plan, skip, skip + count, on_progress, "--seconds"), count
@@ -345,9 +345,10 @@ def _decode(pipe: Pipeline, latents: Iterator[Tensor], first: int, stop: int,
         yield chunk
 
 
-def _keep_given(chunks: Iterable[np.ndarray], given: dict[int, np.ndarray]) -> Iterator[np.ndarray]:
-    """Frames given as input (video frame index -> frame) are written as given, not as the VAE reconstructs
-    them."""
+def _keep_given(chunks: Iterable[np.ndarray], given: dict[int, np.ndarray], length: int) -> Iterator[np.ndarray]:
+    """Frames given as input (video frame index, negative from the end of a `length`-frame clip -> frame) are
+    written as given, not as the VAE reconstructs them."""
+    given = {p % length: frame for p, frame in given.items()}
     position = 0
     for chunk in chunks:
         inside = [p - position for p in given if position <= p < position + len(chunk)]

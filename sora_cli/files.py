@@ -57,7 +57,8 @@ def lock(path: Path, create: bool = False) -> int | None:
     removed in between is replaced by a new one and that one is locked. On a filesystem without locks nothing can
     be guarded: `create` gives its descriptor all the same, and without it (the caller wants to remove what no
     one holds) the answer is None, as nothing shows that the file is abandoned."""
-    flags = os.O_RDWR | os.O_CREAT if create else os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    # Never through a symlink: the name must lead to the locked file itself (a link would be locked forever).
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW if create else os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
     while True:
         try:
             fd = os.open(path, flags, 0o666)

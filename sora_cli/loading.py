@@ -18,31 +18,14 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Callable, TypeVar
 
 import torch
 from torch import nn
 
+from .catalog import DEFAULT_MODEL, KNOWN_MODELS, looks_like_repo_id
 from .errors import ModelError, OptionError
-
-# Known names for --model. The embedded model ships inside the package (package data), so an installed wheel
-# finds it as a checkout does.
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-KNOWN_MODELS: dict[str, str] = {
-    "sora-tiny": str(WEIGHTS_DIR / "sora-tiny"),
-    "wan2.1-t2v-1.3b": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
-    "wan2.1-t2v-14b": "Wan-AI/Wan2.1-T2V-14B-Diffusers",
-    "wan2.2-t2v-a14b": "Wan-AI/Wan2.2-T2V-A14B-Diffusers",  # two experts: transformer_2 and boundary_ratio
-    "wan2.2-ti2v-5b": "Wan-AI/Wan2.2-TI2V-5B-Diffusers",  # the Wan 2.2 VAE; timesteps per token (expand_timesteps)
-    # image-to-video: the given frames as input channels (conditioning.ImageInput)
-    "wan2.1-i2v-14b-480p": "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",  # and a CLIP image encoder
-    "wan2.1-i2v-14b-720p": "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",
-    "wan2.1-flf2v-14b-720p": "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers",  # a first and a last frame
-    "wan2.2-i2v-a14b": "Wan-AI/Wan2.2-I2V-A14B-Diffusers",  # two experts; first, or first and last frame
-}
-DEFAULT_MODEL = "sora-tiny"
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 # Only what the pipeline reads is fetched from the hub: no pickled .bin/.pth files, no extra variants.
@@ -57,7 +40,7 @@ def resolve_model(model: str | None, offline: bool = False) -> Path:
     local = Path(source).expanduser()
     if local.is_dir():
         folder = local
-    elif _looks_like_repo_id(source) and not local.exists():
+    elif looks_like_repo_id(source) and not local.exists():
         folder = _download(source, offline or _env_offline())
     else:
         known = ", ".join(KNOWN_MODELS)
@@ -68,17 +51,6 @@ def resolve_model(model: str | None, offline: bool = False) -> Path:
 
 # One part of a hub repo id, as huggingface_hub validates it (utils.validate_repo_id): letters, digits, "-", "_"
 # and ".", not starting or ending with "-" or ".", at most 96 characters.
-_REPO_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
-
-
-def _looks_like_repo_id(source: str) -> bool:
-    """owner/name, valid for the hub: no "--" or "..", no ".git" ending. Anything else would only reach
-    huggingface_hub to be refused there with a traceback."""
-    parts = source.split("/")
-    return (len(parts) == 2 and all(_REPO_PART.fullmatch(part) for part in parts)
-            and "--" not in source and ".." not in source and not source.endswith(".git"))
-
-
 def _env_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -89,7 +61,7 @@ def _download(repo_id: str, offline: bool) -> Path:
 
     try:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=offline))
-    except HFValidationError as e:  # _looks_like_repo_id should have refused it already
+    except HFValidationError as e:  # looks_like_repo_id should have refused it already
         raise ModelError(f"model '{repo_id}' is not a valid hub repo id: {str(e).splitlines()[0]}") from None
     except LocalEntryNotFoundError:
         how = "offline mode is on" if offline else "the hub could not be reached"
@@ -133,15 +105,16 @@ def check_complete(folder: Path) -> None:
     for component, path in zip(COMPONENTS, paths):
         if not path.is_dir():
             raise ModelError(f"model at {folder} is incomplete: {component}/ is missing")
-    weighted = ["transformer", "vae"]
-    # a two-expert model's low-noise expert (Wan 2.2 A14B); an image-to-video model's image encoder (Wan 2.1)
-    for optional in ("transformer_2", *IMAGE_TO_VIDEO):
+    weighted = [folder / "transformer", folder / "vae", encoder_dir]  # all checked before any of them loads
+    # a two-expert model's low-noise expert (Wan 2.2 A14B); an image-to-video model's image encoder and its
+    # processor, which has no weights (Wan 2.1)
+    for optional, has_weights in (("transformer_2", True), ("image_encoder", True), ("image_processor", False)):
         if is_named(index.get(optional)):
             if not (folder / optional).is_dir():
                 raise ModelError(f"model at {folder} is incomplete: {optional}/ is missing")
-            weighted += [optional] if optional != "image_processor" else []
-    for component in weighted:
-        weight_files(folder / component)
+            weighted += [folder / optional] if has_weights else []
+    for path in weighted:
+        weight_files(path)
     if not (folder / "scheduler" / "scheduler_config.json").is_file():
         raise ModelError(f"model at {folder} is incomplete: scheduler/scheduler_config.json is missing")
 
@@ -361,15 +334,3 @@ def load_module(build: Callable[[], M], folder: Path, device: torch.device | str
         first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
         raise ModelError(f"{folder} does not match its config.json: {first}") from None
     return module.to(device).eval().requires_grad_(False)
-
-def cached_location(source: str) -> Path | None:
-    """Where a model already is on this machine, without contacting the hub."""
-    local = Path(source)
-    if local.is_dir():
-        return local
-    if not _looks_like_repo_id(source):
-        return None
-    from huggingface_hub import try_to_load_from_cache
-
-    hit = try_to_load_from_cache(source, "model_index.json")
-    return Path(hit).parent if isinstance(hit, str) else None

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError, OptionError
+from .loading import first_line
 
 # Wan's original module names -> diffusers' (sora's), in order: the first rule that matches a name rewrites it.
 WAN_NAMES = [
@@ -59,27 +60,25 @@ class Lora:
     path: Path
     scale: float
 
-    def record(self) -> dict:
-        """What a video's metadata says of it: the file's name, its SHA-256 and the scale."""
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return dict(file=self.path.name, sha256=digest.hexdigest(), scale=self.scale)
 
-
-def read(lora: Lora) -> tuple[dict[str, torch.Tensor], dict]:
-    """The file's tensors and its metadata; safetensors only."""
+def read(lora: Lora) -> tuple[dict[str, torch.Tensor], dict, str]:
+    """The file's tensors, its metadata and its SHA-256, from one read of it; safetensors only."""
     from safetensors import safe_open
+    from safetensors.torch import load
 
     if lora.path.suffix.lower() != ".safetensors":
         raise OptionError(f"--lora {lora.path}: LoRAs are read from .safetensors files only (never pickles)")
     try:
-        with safe_open(str(lora.path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+        data = lora.path.read_bytes()
+    except OSError as e:
+        raise OptionError(f"--lora {lora.path}: {e.strerror or e}") from None
+    try:
+        tensors = load(data)
+        with safe_open(str(lora.path), framework="pt") as f:  # the header alone, for the metadata
+            metadata = f.metadata() or {}
     except Exception as e:  # a damaged or foreign file: safetensors raises several kinds
-        raise ModelError(f"--lora {lora.path} is not a readable safetensors file ({str(e).splitlines()[0][:120]})") \
-            from None
+        raise ModelError(f"--lora {lora.path} is not a readable safetensors file ({first_line(e)[:120]})") from None
+    return tensors, metadata, hashlib.sha256(data).hexdigest()
 
 
 def deltas(tensors: dict[str, torch.Tensor], metadata: dict, names: dict[str, str],
@@ -103,7 +102,7 @@ def deltas(tensors: dict[str, torch.Tensor], metadata: dict, names: dict[str, st
             raise ModelError(f"LoRA for {module} has one half of a low-rank pair without the other")
         if down is not None:
             rank = down.shape[0]
-            alpha = float(parts["alpha"]) if "alpha" in parts else alphas.get(module, alphas.get("", rank))
+            alpha = float(parts["alpha"]) if "alpha" in parts else _alpha(alphas, module, rank)
             delta = (up.flatten(1).float() @ down.flatten(1).float()) * (alpha / rank)
             out[weight] = out.get(weight, 0) + delta
         if "diff" in parts:
@@ -121,7 +120,7 @@ def merge(model: nn.Module, loras: list[Lora]) -> list[dict]:
     names = module_names(model)
     records = []
     for lora in loras:
-        tensors, metadata = read(lora)
+        tensors, metadata, digest = read(lora)
         try:
             changes = deltas(tensors, metadata, names, set(params))
         except ModelError as e:
@@ -136,7 +135,7 @@ def merge(model: nn.Module, loras: list[Lora]) -> list[dict]:
                                      f"the weight {tuple(weight.shape)} (a LoRA for another model?)")
                 merged = weight.float() + lora.scale * delta.to(weight.device).reshape(weight.shape)
                 weight.copy_(merged.to(weight.dtype))
-        records.append(lora.record())
+        records.append(dict(file=lora.path.name, sha256=digest, scale=lora.scale))
     return records
 
 
@@ -178,6 +177,15 @@ def _strip_prefix(module: str) -> str:
         if module.startswith(prefix):
             return module[len(prefix):]
     return module
+
+
+def _alpha(alphas: dict[str, float], module: str, rank: int) -> float:
+    """A module's alpha: the first `alpha_pattern` key that ends its path (PEFT matches them as suffixes), else
+    the LoRA's `lora_alpha`, else its rank."""
+    for pattern, alpha in alphas.items():
+        if pattern and re.fullmatch(rf"(.*\.)?{pattern}", module):
+            return alpha
+    return alphas.get("", rank)
 
 
 def _peft_alphas(metadata: dict) -> dict[str, float]:

@@ -45,17 +45,20 @@ class Video:
 class Pipeline:
     def __init__(self, spec: ModelSpec, transformer: WanTransformer, vae: WanVAE, text_encoder: TextEncoder,
                  device: torch.device, dtype: torch.dtype, offload: bool = False,
-                 transformer_2: WanTransformer | None = None, image_encoder: ImageEncoder | None = None):
+                 transformer_2: WanTransformer | None = None, image_encoder: ImageEncoder | None = None,
+                 kernel: attention_kernels.Kernel = attention_kernels.sdpa, compile: bool = False):
         # `transformer` is the only transformer, or the high-noise expert; `transformer_2` the low-noise one.
         self.spec, self.transformer, self.vae, self.text_encoder = spec, transformer, vae, text_encoder
         self.transformer_2, self.image_encoder = transformer_2, image_encoder
         self.device, self.dtype, self.offload = device, dtype, offload
+        self.home = torch.device("cpu") if offload else device  # where the networks wait between their runs
         self.conditioning = conditioning_mode(spec.defaults.conditioning)  # how known frames reach the model
         # what was merged into each expert, as its metadata records: {"lora": [...] or None, "lora_2": ...}
         self.loras: dict = {"lora": None, "lora_2": None}
         self._merged: tuple = ((), ())  # the (path, scale) pairs behind them
         self.skipped_steps = 0  # transformer calls a step cache has skipped, all renders together
-        self.attention, self.kernel, self.compile = "sdpa", attention_kernels.sdpa, False
+        self.kernel, self.compile = kernel, compile  # the attention kernel, and whether blocks are compiled
+        self._prepare_transformers()
 
     @classmethod
     def from_pretrained(cls, model: str | Path | ModelSpec | None = None, device: str | torch.device | None = None,
@@ -70,22 +73,21 @@ class Pipeline:
         folder = spec.folder
         device = open_device(device)
         dtype = _parse_dtype(dtype) if dtype is not None else (torch.float32 if device.type == "cpu" else torch.bfloat16)
-        attention, kernel = attention_kernels.choose(attention, device, dtype)  # refused before anything loads
+        _, kernel = attention_kernels.choose(attention, device, dtype)  # refused before anything loads
         # Modules live on the accelerator unless offloading; the text encoder only visits it to encode.
         home = torch.device("cpu") if offload else device
         transformer, transformer_2 = _transformers(spec, home, dtype)
         # The VAE stays in float32: it is a small share of the time, and decoding is where banding would show.
         vae = load_module(lambda: spec.networks["vae"](spec.vae), folder / "vae", home, torch.float32)
-        encoder_class = spec.index.get("text_encoder", [None, "UMT5EncoderModel"])[1]
+        encoder_class = (spec.index.get("text_encoder") or [None, "UMT5EncoderModel"])[1]
         text_encoder = TextEncoder.load(*text_encoder_dirs(folder, spec.index), encoder_class,
                                         spec.defaults.text_length, dtype)
         image_encoder = None
         if spec.transformer.image_dim is not None:  # Wan 2.1 image-to-video: CLIP, visiting the device as text does
             image_encoder = ImageEncoder.load(folder / "image_encoder", folder / "image_processor",
                                               spec.index["image_encoder"][1], dtype)
-        pipe = cls(spec, transformer, vae, text_encoder, device, dtype, offload, transformer_2, image_encoder)
-        pipe.attention, pipe.kernel, pipe.compile = attention, kernel, compile
-        pipe._prepare_transformers()
+        pipe = cls(spec, transformer, vae, text_encoder, device, dtype, offload, transformer_2, image_encoder, kernel,
+                   compile)
         pipe.use_loras(loras, loras_2)
         return pipe
 
@@ -107,11 +109,13 @@ class Pipeline:
         if loras_2 and self.transformer_2 is None:
             raise OptionError("--lora-2 is for a two-expert model's low-noise expert; this model has one transformer")
         if any(self._merged):
-            self.transformer, self.transformer_2 = _transformers(self.spec, self.transformer.patch_embedding.weight
-                                                                 .device, self.dtype)
+            self.transformer = self.transformer_2 = None  # let go first: two copies of a 14B expert do not fit
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.transformer, self.transformer_2 = _transformers(self.spec, self.home, self.dtype)
             self._prepare_transformers()
         self._merged = (("(failed)",), ())  # until every merge is through: a failed one is read again next time
-        self.loras = {key: lora.merge(model, [lora.Lora(*pair) for pair in pairs]) if pairs else None
+        self.loras = {key: lora.merge(model, [lora.Lora(Path(p), float(s)) for p, s in pairs]) if pairs else None
                       for key, model, pairs in (("lora", self.transformer, loras),
                                                 ("lora_2", self.transformer_2, loras_2))}
         self._merged = wanted
@@ -167,6 +171,9 @@ class Pipeline:
         differently)."""
         progress = on_progress or (lambda stage, done, total: None)
 
+        if self.takes_images and image is None:
+            raise OptionError("this is an image-to-video checkpoint: give it the first frame (--image)")
+
         # 1. Encode the text: each prompt, and the negative prompts that guidance steers away from.
         contexts = [self.encode_prompt(job, progress) for job in jobs]  # each (1 or 2, L, D)
         context = torch.cat([c[:1] for c in contexts] + [c[1:] for c in contexts])
@@ -175,8 +182,6 @@ class Pipeline:
         noise = torch.cat([self.draw_noise(job, job.generator()) for job in jobs])
 
         # 3. Denoise step by step along the shifted flow-matching schedule, keeping the known frames.
-        if self.takes_images and image is None:
-            raise OptionError("this is an image-to-video checkpoint: give it the first frame (--image)")
         return self.denoise(jobs[0], context, noise, known, strength, lambda i, n: progress("denoise", i, n), image)
 
     @property

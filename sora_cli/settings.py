@@ -100,20 +100,6 @@ def shown(value) -> str:
     return text if len(text) <= 24 else text[:20] + "..."
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def parse_batch_size(text: str) -> int | None:
     """A count, or auto (None)."""
     if text.strip().lower() == "auto":
@@ -124,10 +110,6 @@ def parse_batch_size(text: str) -> int | None:
         size = text  # named as typed in the message
     check_number("--batch-size", BATCH_SIZE, size)
     return size
-
-
-
-
 
 
 def check_number(label: str, limit: Limit, value) -> None:
@@ -245,8 +227,7 @@ SETTINGS: tuple[Setting, ...] = (
     # Inputs and editing.
     Setting("image", Path, "Image (png, jpg, webp) to start from: the first frame.", ("generate",),
             ("generate",)),
-    Setting("last_image", Path, "Image (png, jpg, webp) to end on: the last frame.", ("generate",), ("generate",),
-            json_kinds=(str,)),
+    Setting("last_image", Path, "Image (png, jpg, webp) to end on: the last frame.", ("generate",), ("generate",)),
     Setting("loop", bool, "Make the last frame flow into the first (one frame fewer than asked).", ("generate",),
             ("generate",), default=False),
     Setting("fit", str, "How an input of another shape is fitted: crop (keep the centre), pad or stretch.", MODES,
@@ -259,7 +240,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("strength", float, "How much is redone: near 0 keeps the clip, 1 ignores it.", ("edit",), ("edit",),
             default=0.6, limit=Limit(0, 1, "a strength", above=True), metadata=("strength",)),
     # Where the result goes, and how the run looks.
-    Setting("out", Path, "Output .mp4 file, or a directory for an automatic name.", MODES, short="-o"),
+    # text, not a Path: a new folder is named with a trailing "/", which a Path drops
+    Setting("out", str, "Output .mp4 file, or a directory for an automatic name.", MODES, short="-o"),
     Setting("out", str, "", (), MODES),  # a line's output: a relative .mp4 name inside the batch's folder
     Setting("metadata", str, "mp4: settings in the MP4's tags; json: also a .json sidecar.", MODES,
             default="mp4", choices=("mp4", "json")),
@@ -306,7 +288,6 @@ def of_mode(mode: str) -> dict[str, Setting]:
 def recorded() -> dict[str, str]:
     """Job attribute -> metadata key, for every resolved setting the metadata records, in the table's order."""
     return {attr: key for s in SETTINGS for attr, key in zip(s.job, s.metadata)}
-
 
 
 def check_keywords(values: dict) -> dict:

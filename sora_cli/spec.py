@@ -100,19 +100,19 @@ class ModelSpec:
             vae = vae_config.from_dict(read_json(folder / "vae" / "config.json"))
             second = None if ratio is None else experts.low_noise_config(
                 read_json(folder / "transformer_2" / "config.json"), transformer)
-            image_to_video = index.get("_class_name") == "WanImageToVideoPipeline"
-            if image_to_video != (transformer.in_channels == 2 * vae.z_dim + vae.temporal_stride):
+            source = KNOWN_MODELS.get(str(model), str(model))
+            spec = cls(folder.name if model is None else str(model), folder, index,
+                       Defaults.from_model_index(index, source), transformer, vae,
+                       SamplerConfig.from_scheduler_config(read_json(folder / "scheduler" / "scheduler_config.json")),
+                       second, ratio, dict(transformer=transformer_network, vae=vae_network))
+            if (index.get("_class_name") == "WanImageToVideoPipeline") != spec.takes_images:
                 raise ValueError(f"model_index.json names a {index.get('_class_name')}, but the transformer takes "
                                  f"{transformer.in_channels} input channels (image-to-video: 2 x {vae.z_dim} + "
                                  f"{vae.temporal_stride})")
             if (transformer.image_dim is not None) != is_named(index.get("image_encoder")):
                 raise ValueError("its transformer reads image-encoder features (image_dim) but the folder has no "
                                  "image_encoder, or the other way round")
-            source = KNOWN_MODELS.get(str(model), str(model))
-            return cls(folder.name if model is None else str(model), folder, index,
-                       Defaults.from_model_index(index, source), transformer, vae,
-                       SamplerConfig.from_scheduler_config(read_json(folder / "scheduler" / "scheduler_config.json")),
-                       second, ratio, dict(transformer=transformer_network, vae=vae_network))
+            return spec
         except ValueError as e:
             raise ModelError(f"model at {folder} is not supported: {e}") from None
 

@@ -62,17 +62,17 @@ def render_to_file(request: Request, label: str, sources: list) -> None:
     print(json.dumps(record, ensure_ascii=False) if request.json else str(path))
 
 
-def _output_path(out: Path | None, name: str, overwrite: bool) -> Path:
+def _output_path(out: str | None, name: str, overwrite: bool) -> Path:
     """--out is a file or a directory; an automatic name always lands inside that directory. Missing folders
     are made when the video is written, so a run that fails before leaves none behind."""
     if out is None:
         path = Path.cwd() / name
-    elif out.is_dir() or str(out).endswith(("/", "\\")):
-        path = out / name
-    elif out.suffix.lower() != ".mp4":
+    elif Path(out).is_dir() or out.endswith(("/", "\\")):
+        path = Path(out) / name
+    elif Path(out).suffix.lower() != ".mp4":
         raise OptionError(f"--out '{out}' is neither a folder nor an .mp4 file; end a new folder's name with /")
     else:
-        path = out
+        path = Path(out)
     if path.exists() and not overwrite:
         raise OptionError(f"{path} already exists; pass --overwrite to replace it")
     if path.parent.exists() and not path.parent.is_dir():

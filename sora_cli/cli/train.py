@@ -9,9 +9,10 @@ from typing import Optional
 
 import typer
 
+from ..catalog import KNOWN_MODELS
 
 train_app = typer.Typer(no_args_is_help=True, help="Rebuild the embedded model sora-tiny from scratch.")
-TINY_DIR = Path(__file__).resolve().parent.parent / "weights" / "sora-tiny"  # loading.KNOWN_MODELS["sora-tiny"]
+TINY_DIR = Path(KNOWN_MODELS["sora-tiny"])
 
 
 @train_app.command("vae")

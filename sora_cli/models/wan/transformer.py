@@ -311,15 +311,15 @@ class WanTransformer(nn.Module):
 
         h = self.patchify(x.to(dtype))  # (B, L, D)
         head = self.blocks[0](h, context, block_mod, rope, image)
-        if cache is not None and cache.skip(head - h, branches):
-            cache.skipped += 1
+        residual = None if cache is None else head - h  # what the first block added
+        if cache is not None and cache.skip(residual, branches):
             h = head + cache.tail  # what the other blocks added when they last ran
         else:
             out = head
             for block in self.blocks[1:]:
                 out = block(out, context, block_mod, rope, image)
             if cache is not None:
-                cache.store(head - h, out - head, branches)
+                cache.store(residual, out - head, branches)
             h = out
 
         shift, scale = Modulation(temb[:, None], t_index).vectors(self.scale_shift_table)  # (B, 1|L, D) fp32

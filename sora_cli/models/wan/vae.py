@@ -68,6 +68,9 @@ class VAEConfig:
             raise ValueError(f"latents_mean and latents_std need z_dim={self.z_dim} values each")
         if self.attn_scales:
             raise ValueError("attn_scales is not supported: Wan VAEs have attention only in the middle blocks")
+        if sum(map(bool, self.temperal_downsample)) != 2:  # clip lengths are 4n + 1 throughout (shapes.py)
+            raise ValueError(f"temperal_downsample must halve time twice (4 frames a latent frame, as every Wan VAE "
+                             f"does), got {list(self.temperal_downsample)}")
         if self.in_channels != 3 * self.patch ** 2 or self.out_channels != 3 * self.patch ** 2:
             raise ValueError(f"in_channels and out_channels must be 3 x patch_size^2 = {3 * self.patch ** 2}, "
                              f"got {self.in_channels} and {self.out_channels}")
