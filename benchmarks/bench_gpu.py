@@ -17,8 +17,9 @@ Cases (--cases, comma-separated):
   vae22       Wan 2.2 VAE (TI2V-5B's) decode at 1280x704 of 9 latent frames (33 frames), float32, streamed.
   fast        Wan 2.1 1.3B at its shape, sora alone: a guided step with each attention kernel installed (sdpa,
               FlashAttention 3/2, SageAttention), compiled (regional torch.compile), unguided (what a 4-step
-              distilled LoRA runs at guidance 1), and a first-block-cache hit; with the 50-step guided and 4-step
-              unguided totals (steps only, the VAE decode apart).
+              distilled LoRA runs at guidance 1), and a first-block and a MagCache hit; with the 50-step guided
+              (plain, compiled, and with MagCache's published 1.3B schedule) and 4-step unguided totals (steps
+              only, the VAE decode apart).
 Diffusers' model is built from the config with a fixed seed and saved with save_pretrained; ours is loaded from
 that folder with sora_cli.loading.load_module, as sora_cli/pipeline.py loads a model. Nothing is downloaded.
 Writes $OUT/bench_gpu.json (default ./bench_out; rewritten after each case) and prints a table.
@@ -207,10 +208,23 @@ def case_transformer(cfg: dict, env: Env, latent: tuple | None = None) -> dict:
     return result
 
 
+def magcache_schedule(calibrated: dict, steps: int) -> int:
+    """How many of `steps` guided steps MagCache runs at the calibration's own threshold: its decisions depend on
+    the calibrated ratios alone."""
+    from sora_cli import caching
+
+    cache = caching.make("magcache", calibrated["magcache"]["threshold"], steps, calibrated)
+    ran = []
+    for i in range(steps):
+        cache.at(i, 2)(torch.zeros(2, 1, 1), lambda h, *_: (ran.append(i), h)[1], torch.zeros(1, 6, 1))
+    return len(ran)
+
+
 def case_fast(cfg: dict, env: Env) -> dict:
     """sora's ways to a faster step, each measured on the same random weights (see the module's docstring)."""
-    from sora_cli.caching import FirstBlockCache
+    from sora_cli import caching
     from sora_cli.models import attention
+    from sora_cli.spec import Defaults
 
     c, f, h, w = env.latent
     g = torch.Generator().manual_seed(1)
@@ -234,9 +248,12 @@ def case_fast(cfg: dict, env: Env) -> dict:
             result["kernels"][name]["kernel"] = chosen
         attention.use(ours, attention.sdpa)
         result["unguided"], _ = measure(lambda: ours(x[:1], t[:1], context[:1]), env, env.repeats)
-        cache = FirstBlockCache(threshold=float("inf"))  # every call after the first reuses the rest's change
-        ours(x, t, context, cache=cache, branches=2)
-        result["cache_hit"], _ = measure(lambda: ours(x, t, context, cache=cache, branches=2), env, env.repeats)
+        # A cache hit: first-block runs one block; magcache and teacache none, only the residual's addition.
+        for method in ("first-block", "magcache"):
+            cache = caching.make(method, float("inf"), 10 ** 6, {"magcache": {
+                "ratios": [1.0], "threshold": 1, "max_skips": 10 ** 6, "retention": 0}}).at(1, 2)
+            ours(x, t, context, cache=cache)  # every call after the first reuses the blocks' residual
+            result[f"{method}_hit"], _ = measure(lambda: ours(x, t, context, cache=cache), env, env.repeats)
         start = time.perf_counter()
         for block in ours.blocks:
             block.compile()
@@ -246,8 +263,13 @@ def case_fast(cfg: dict, env: Env) -> dict:
         ours = None
         free(env)
     step = result["kernels"]["sdpa"]["median_s"]
+    # MagCache's published calibration of Wan 2.1 1.3B at its defaults fixes which of 50 steps run: no weights
+    # are needed to know how many.
+    ran = magcache_schedule(Defaults.from_model_index({}, "Wan-AI/Wan2.1-T2V-1.3B-Diffusers").caches, 50)
+    result["magcache_published_schedule"] = {"steps_run": ran, "steps_skipped": 50 - ran}
     result["totals_s"] = {"50_guided_steps": 50 * step, "4_unguided_steps": 4 * result["unguided"]["median_s"],
-                          "50_guided_steps_compiled": 50 * result["compiled"]["median_s"]}
+                          "50_guided_steps_compiled": 50 * result["compiled"]["median_s"],
+                          "50_guided_steps_magcache": ran * step + (50 - ran) * result["magcache_hit"]["median_s"]}
     for m in (*result["kernels"].values(), result["compiled"]):
         if "median_s" in m:
             m.update(tflops=result["flops_per_step"] / m["median_s"] / 1e12,
@@ -321,7 +343,8 @@ def table(results: dict) -> str:
                         f"{fmt(p.get('max_abs_diff'), '.3e'):>10} {fmt(p.get('mean_abs_diff'), '.3e'):>10}")
         if "kernels" in r:  # the `fast` case: sora's ways to a faster step
             ways = {f"attention {k}": m for k, m in r["kernels"].items()}
-            ways |= {"compiled": r["compiled"], "unguided": r["unguided"], "cache hit": r["cache_hit"]}
+            ways |= {"compiled": r["compiled"], "unguided": r["unguided"], "first-block hit": r["first-block_hit"],
+                     "magcache hit": r["magcache_hit"]}
             for way, m in ways.items():
                 rows.append(f"{name:<12} {way:<16} " + (f"skipped: {m['skipped'][:70]}" if "skipped" in m else
                             f"{m['median_s']:>9.4f} s  {fmt(m.get('mfu'), '.1%'):>6} MFU"))

@@ -67,6 +67,7 @@ def execute(file: str, request: Request, defaults: dict, report: Report, ranks: 
     """Run `sora batch`: read the prompt file (`defaults`: the command line's settings for its lines, as typed),
     list it (dry run) or render it, and return the exit code: 0 all done, 2 bad lines, 3 some items failed.
     Under torchrun, rank 0 speaks for the whole batch; the others report only their own failures."""
+    from . import networks
     from .pipeline import Pipeline
     from .spec import ModelSpec
 
@@ -87,12 +88,15 @@ def execute(file: str, request: Request, defaults: dict, report: Report, ranks: 
             return 2
         raise OptionError(f"{parsed.label} has {len(parsed.errors)} bad line(s); nothing was rendered")
 
-    spec = functools.cache(lambda: ModelSpec.read(r.model, r.offline))  # read once: for auto sizes and the load
+    files = (r.transformer, r.transformer_2)
+    # read once: for auto sizes and the load
+    spec = functools.cache(lambda: ModelSpec.read(r.model, r.offline, networks.replaced(files)))
 
     def load() -> Pipeline:
         report.progress("load model", 0, 1)
         pipe = Pipeline.from_pretrained(spec(), device=ranks.device(r.device), dtype=r.dtype, offline=r.offline,
-                                        offload=r.offload, attention=r.attention, compile=r.compile)
+                                        offload=r.offload, attention=r.attention, compile=r.compile,
+                                        vae_tiling=r.vae_tiling, quantize=r.quantize, transformer_files=files)
         # each item merges its own LoRAs (Pipeline.use_loras)
         report.progress("load model", 1, 1)
         return pipe

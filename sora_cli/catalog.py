@@ -55,6 +55,22 @@ def looks_like_repo_id(source: str) -> bool:
             and "--" not in source and ".." not in source and not source.endswith(".git"))
 
 
+def hub_id(given: str | None, folder: Path) -> str | None:
+    """The hub repo a model comes from, where sora can tell: a known name or a repo id as given, a hub cache
+    snapshot (.../models--owner--name/snapshots/...), or a folder named like a known repo. Defaults and step-cache
+    calibrations published for a checkpoint follow it wherever it was downloaded to."""
+    if given is not None and given.lower() in KNOWN_MODELS:
+        return KNOWN_MODELS[given.lower()]
+    if given is not None and looks_like_repo_id(given) and not Path(given).exists():
+        return given
+    for part in reversed(folder.parts):
+        if part.startswith("models--") and part.count("--") == 2:
+            return part[len("models--"):].replace("--", "/")
+    by_name = {source.split("/")[1].lower(): source for source in KNOWN_MODELS.values() if "/" in source
+               and looks_like_repo_id(source)}
+    return by_name.get(folder.name.lower(), given)
+
+
 def cached_location(source: str) -> Path | None:
     """Where a model already is on this machine, without contacting the hub."""
     local = Path(source)

@@ -33,19 +33,21 @@ HUB_PATTERNS = ["model_index.json", "*/config.json", "*/*.safetensors", "*/*.saf
                 "tokenizer/*", "scheduler/*", "image_processor/*"]
 
 
-def resolve_model(model: str | None, offline: bool = False) -> Path:
-    """A local folder, a known name, or a hub repo id -> a local folder with every component present."""
+def resolve_model(model: str | None, offline: bool = False, replaced: tuple[str, ...] = ()) -> Path:
+    """A local folder, a known name, or a hub repo id -> a local folder with every component present. The
+    components in `replaced` take their weights from elsewhere (a single file): theirs are neither fetched nor
+    required."""
     name = model or DEFAULT_MODEL
     source = KNOWN_MODELS.get(name.lower(), name)
     local = Path(source).expanduser()
     if local.is_dir():
         folder = local
     elif looks_like_repo_id(source) and not local.exists():
-        folder = _download(source, offline or _env_offline())
+        folder = _download(source, offline or _env_offline(), replaced)
     else:
         known = ", ".join(KNOWN_MODELS)
         raise ModelError(f"model '{name}' is neither a folder nor a hub repo id (known names: {known})")
-    check_complete(folder)
+    check_complete(folder, replaced)
     return folder
 
 
@@ -55,12 +57,13 @@ def _env_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _download(repo_id: str, offline: bool) -> Path:
+def _download(repo_id: str, offline: bool, replaced: tuple[str, ...] = ()) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=offline))
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=offline,
+                                      ignore_patterns=[f"{c}/*.safetensors*" for c in replaced] or None))
     except HFValidationError as e:  # looks_like_repo_id should have refused it already
         raise ModelError(f"model '{repo_id}' is not a valid hub repo id: {str(e).splitlines()[0]}") from None
     except LocalEntryNotFoundError:
@@ -93,7 +96,7 @@ def text_encoder_dirs(folder: Path, index: dict) -> tuple[Path, Path]:
     return path, path
 
 
-def check_complete(folder: Path) -> None:
+def check_complete(folder: Path, replaced: tuple[str, ...] = ()) -> None:
     """Name the first missing piece, so an interrupted download is obvious."""
     if not (folder / "model_index.json").is_file():
         raise ModelError(f"{folder} is not a model folder: model_index.json is missing")
@@ -114,7 +117,8 @@ def check_complete(folder: Path) -> None:
                 raise ModelError(f"model at {folder} is incomplete: {optional}/ is missing")
             weighted += [folder / optional] if has_weights else []
     for path in weighted:
-        weight_files(path)
+        if path.name not in replaced or path.parent != folder:
+            weight_files(path)
     if not (folder / "scheduler" / "scheduler_config.json").is_file():
         raise ModelError(f"model at {folder} is incomplete: scheduler/scheduler_config.json is missing")
 

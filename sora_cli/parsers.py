@@ -81,6 +81,17 @@ def parse_lora(text: str) -> tuple[Path, float]:
     return path, value
 
 
+def parse_weights_file(text: str) -> Path:
+    """A single-file transformer: a .gguf or .safetensors file that exists (never a pickle)."""
+    path = Path(text)
+    if path.suffix.lower() not in (".gguf", ".safetensors"):
+        raise OptionError(f"--transformer {text}: single-file transformers are read from .gguf or .safetensors "
+                          "files only (never pickles)")
+    if not path.is_file():
+        raise OptionError(f"--transformer {text}: no such file")
+    return path
+
+
 def check_side(label: str, value: int, high: int = MAX_SIDE, why: str = "4K") -> None:
     if not 1 <= value <= high:
         raise OptionError(f"{label}: a side of {value} pixels is not allowed; at most {high} ({why})")

@@ -16,16 +16,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import experts, lora, parsers, settings
-from .caching import FIRST_BLOCK_THRESHOLD, FirstBlockCache
+from . import caching, experts, lora, memory, networks, parsers, settings
 from .conditioning import Guide, ImageInput, KnownFrames, conditioning_mode, image_input, sdedit_start
 from .errors import OptionError
 from .loading import load_module, open_device, text_encoder_dirs
 from .models import attention as attention_kernels
 from .models.image_encoder import ImageEncoder
 from .models.text_encoder import TextEncoder
-from .models.wan.transformer import FP32_PARAM_PATTERNS, WanTransformer
+from .models.wan.transformer import WanTransformer
 from .models.wan.vae import WanVAE
+from .models.wan.vae_tiling import Tiling
 from .request import Job
 from .sampling import SamplerConfig, flow_sigmas, frame_noise, sample
 from .shapes import snap_frames, snap_size
@@ -44,41 +44,48 @@ class Video:
 
 class Pipeline:
     def __init__(self, spec: ModelSpec, transformer: WanTransformer, vae: WanVAE, text_encoder: TextEncoder,
-                 device: torch.device, dtype: torch.dtype, offload: bool = False,
+                 device: torch.device, dtype: torch.dtype, offload: str = "none",
                  transformer_2: WanTransformer | None = None, image_encoder: ImageEncoder | None = None,
-                 kernel: attention_kernels.Kernel = attention_kernels.sdpa, compile: bool = False):
+                 build: networks.Build | None = None, text_on_cpu: bool = False):
         # `transformer` is the only transformer, or the high-noise expert; `transformer_2` the low-noise one.
         self.spec, self.transformer, self.vae, self.text_encoder = spec, transformer, vae, text_encoder
         self.transformer_2, self.image_encoder = transformer_2, image_encoder
-        self.device, self.dtype, self.offload = device, dtype, offload
-        self.home = torch.device("cpu") if offload else device  # where the networks wait between their runs
+        self.device, self.dtype = device, dtype
+        self.placement = memory.Placement(offload, device, text_on_cpu)  # where each network waits and runs
+        self.home = self.placement.home
         self.conditioning = conditioning_mode(spec.defaults.conditioning)  # how known frames reach the model
         # what was merged into each expert, as its metadata records: {"lora": [...] or None, "lora_2": ...}
         self.loras: dict = {"lora": None, "lora_2": None}
-        self._merged: tuple = ((), ())  # the (path, scale) pairs behind them
+        self._merged: tuple | None = None  # the (path, scale) pairs behind them; None: not made ready yet
         self.skipped_steps = 0  # transformer calls a step cache has skipped, all renders together
-        self.kernel, self.compile = kernel, compile  # the attention kernel, and whether blocks are compiled
-        self._prepare_transformers()
+        self.build = build or networks.Build(dtype, self.home)  # how the transformers are made ready
 
     @classmethod
     def from_pretrained(cls, model: str | Path | ModelSpec | None = None, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, offline: bool = False,
-                        offload: bool = False, loras: tuple = (), loras_2: tuple = (), attention: str = "auto",
-                        compile: bool = False) -> "Pipeline":
+                        offload: str = "auto", loras: tuple = (), loras_2: tuple = (), attention: str = "auto",
+                        compile: bool = False, vae_tiling: str = "auto", size: tuple[int, int, int] | None = None,
+                        quantize: str = "none", transformer_files: tuple = (None, None)) -> "Pipeline":
         """`model`: a folder, a known name or a hub repo id, or the `ModelSpec` already read from one. `loras`
         ((path, scale) pairs, lora.py) are merged into the transformer (the high-noise expert), `loras_2` into a
         two-expert model's low-noise one, once, as they load. `attention` names the kernel (models/attention.py);
-        `compile` compiles each transformer block with torch.compile (once per shape)."""
+        `compile` compiles each transformer block with torch.compile (once per shape). `offload` (none, model,
+        block) and `vae_tiling` (on, off) may be auto: chosen from the free GPU memory for renders up to `size`
+        (width, height, frames; default the model's), see memory.py. `quantize` "fp8" stores the transformer's
+        block weights in fp8; `transformer_files` replace the folder's transformer weights (networks.py)."""
         spec = model if isinstance(model, ModelSpec) else ModelSpec.read(model, offline)
         folder = spec.folder
         device = open_device(device)
         dtype = _parse_dtype(dtype) if dtype is not None else (torch.float32 if device.type == "cpu" else torch.bfloat16)
         _, kernel = attention_kernels.choose(attention, device, dtype)  # refused before anything loads
+        plan = memory.choose(spec, device, dtype, offload, vae_tiling, size)
         # Modules live on the accelerator unless offloading; the text encoder only visits it to encode.
-        home = torch.device("cpu") if offload else device
-        transformer, transformer_2 = _transformers(spec, home, dtype)
+        home = memory.Placement(plan.offload, device).home
+        build = networks.Build(dtype, home, tuple(transformer_files), quantize, kernel, compile)
+        transformer, transformer_2 = networks.read_transformers(spec, build)
         # The VAE stays in float32: it is a small share of the time, and decoding is where banding would show.
         vae = load_module(lambda: spec.networks["vae"](spec.vae), folder / "vae", home, torch.float32)
+        vae.tiling = Tiling() if plan.vae_tiling else None  # spatial tiles: bounded memory at any frame size
         encoder_class = (spec.index.get("text_encoder") or [None, "UMT5EncoderModel"])[1]
         text_encoder = TextEncoder.load(*text_encoder_dirs(folder, spec.index), encoder_class,
                                         spec.defaults.text_length, dtype)
@@ -86,38 +93,36 @@ class Pipeline:
         if spec.transformer.image_dim is not None:  # Wan 2.1 image-to-video: CLIP, visiting the device as text does
             image_encoder = ImageEncoder.load(folder / "image_encoder", folder / "image_processor",
                                               spec.index["image_encoder"][1], dtype)
-        pipe = cls(spec, transformer, vae, text_encoder, device, dtype, offload, transformer_2, image_encoder, kernel,
-                   compile)
+        pipe = cls(spec, transformer, vae, text_encoder, device, dtype, plan.offload, transformer_2, image_encoder,
+                   build, plan.text_on_cpu)
         pipe.use_loras(loras, loras_2)
         return pipe
 
-    def _prepare_transformers(self) -> None:
-        """The chosen attention kernel in every transformer, and each block compiled if asked (regionally: one
-        block's graph serves them all, so compiling takes one block's time)."""
-        for model in filter(None, (self.transformer, self.transformer_2)):
-            attention_kernels.use(model, self.kernel)
-            for block in model.blocks if self.compile else ():
-                block.compile()
-
     def use_loras(self, loras: tuple = (), loras_2: tuple = ()) -> None:
         """Merge these LoRAs ((path, scale) pairs; `loras_2` for a two-expert model's low-noise expert), and only
-        these: with others merged already, the transformers are first read again from their files. A batch calls
-        it before each item, so that its lines may each name their own."""
+        these: with others merged already, or weights stored in fp8 since, the transformers are first read again
+        from their files. A batch calls it before each item, so that its lines may each name their own."""
         wanted = (tuple(loras), tuple(loras_2))
         if wanted == self._merged:
             return
         if loras_2 and self.transformer_2 is None:
             raise OptionError("--lora-2 is for a two-expert model's low-noise expert; this model has one transformer")
-        if any(self._merged):
+        ready = self._merged is not None
+        if ready and (any(self._merged) or self.build.quantize != "none"):
             self.transformer = self.transformer_2 = None  # let go first: two copies of a 14B expert do not fit
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            self.transformer, self.transformer_2 = _transformers(self.spec, self.home, self.dtype)
-            self._prepare_transformers()
+            self.transformer, self.transformer_2 = networks.read_transformers(self.spec, self.build)
+            ready = False
+        networks.check_mergeable(self.transformer, loras, "--lora")
+        networks.check_mergeable(self.transformer_2, loras_2, "--lora-2")
         self._merged = (("(failed)",), ())  # until every merge is through: a failed one is read again next time
         self.loras = {key: lora.merge(model, [lora.Lora(Path(p), float(s)) for p, s in pairs]) if pairs else None
                       for key, model, pairs in (("lora", self.transformer, loras),
                                                 ("lora_2", self.transformer_2, loras_2))}
+        if not ready:
+            networks.prepare([m for m in (self.transformer, self.transformer_2) if m is not None], self.build,
+                             self.placement)
         self._merged = wanted
 
     @property
@@ -195,7 +200,7 @@ class Pipeline:
             raise OptionError("this checkpoint is not an image-to-video one; give it known frames instead")
 
         def encode_video(video: Tensor) -> Tensor:
-            with self._on_device(self.vae):
+            with self.placement.visiting(self.vae):
                 return self.vae.encode(video.to(self.device))
 
         def encode_images(frames: list[np.ndarray]) -> Tensor:
@@ -242,9 +247,10 @@ class Pipeline:
             seed=settings.random_seed() if seed is None else seed,
             fps=fps or d.fps,
             passes=passes or d.passes,
-            model=self.name, loras=self.loras["lora"], loras_2=self.loras["lora_2"], cache=given["cache"],
-            cache_threshold=None if cache is None else FIRST_BLOCK_THRESHOLD if cache_threshold is None
-            else cache_threshold)
+            model=self.name, loras=self.loras["lora"], loras_2=self.loras["lora_2"],
+            transformer=_name(self.build.files[0]), transformer_2=_name(self.build.files[1]),
+            quantize=None if self.build.quantize == "none" else self.build.quantize, cache=given["cache"],
+            cache_threshold=None if cache is None else caching.threshold(cache, cache_threshold, d.caches))
 
     def latent_frames(self, num_frames: int) -> int:
         return self.spec.latent_frames(num_frames)
@@ -292,12 +298,15 @@ class Pipeline:
         noise = noise.to(self.device)
         guide = Guide(known, noise, sigmas, self.conditioning, self.transformer.token_grid(*noise.shape[2:]), image)
         # One step cache an expert: each remembers only its own steps.
-        caches = {id(m): FirstBlockCache(job.cache_threshold) for m in (self.transformer, self.transformer_2)} \
-            if job.cache else {}
+        caches = {id(m): caching.make(job.cache, job.cache_threshold, job.num_steps, self.defaults.caches)
+                  for m in (self.transformer, self.transformer_2)} if job.cache else {}
         with self._expert_switch(job) as switch, torch.inference_mode():
             x = guide.initial(None if known is None else known.latents, start)
-            latents = sample(self._velocity_fn(context, switch, sigmas, guide, caches), x, sigmas, timesteps,
-                             job.sampler, start=start, before_step=guide.before_step, on_step=on_step)
+            try:
+                latents = sample(self._velocity_fn(context, switch, sigmas, guide, caches), x, sigmas, timesteps,
+                                 job.sampler, start=start, before_step=guide.before_step, on_step=on_step)
+            finally:
+                self.placement.release()
         self.skipped_steps += sum(c.skipped for c in caches.values())
         return guide.finish(latents)
 
@@ -306,12 +315,12 @@ class Pipeline:
         timestep (resolve sets guidance_scale_2 for every two-expert job)."""
         models = [m for m in (self.transformer, self.transformer_2) if m is not None]
         return experts.ExpertSwitch(models, [job.guidance_scale, job.guidance_scale_2][:len(models)],
-                                    self.spec.boundary_timestep, self.device, self.offload)
+                                    self.spec.boundary_timestep, self.device, self.placement.moves_experts)
 
     def encode_text(self, prompts: list[str]) -> Tensor:
         """prompts -> (B, L, D) on the pipeline's device, in the transformer's dtype."""
         encoder = self.text_encoder.model
-        encoder.to(self.device)
+        encoder.to(self.placement.text_device)  # the accelerator, unless the encoder alone would not fit there
         try:
             context = self.text_encoder.encode(prompts)
         finally:
@@ -332,8 +341,9 @@ class Pipeline:
             batch = copies * x.shape[0]
             x_in = x_in.to(self.dtype).repeat(copies, 1, 1, 1, 1)
             image = None if features is None else features.expand(batch, *features.shape[1:])
+            cache = caches[id(model)].at(i, copies) if caches else None
             v = model(x_in, t_in.to(self.device).expand(batch, *t_in.shape[1:]), context[:batch], image,
-                      caches.get(id(model)), copies).float()
+                      cache).float()
             if predicts_x0:  # x = (1 - s) x0 + s noise, so the velocity noise - x0 is (x - x0) / s
                 v = (x.float().repeat(copies, 1, 1, 1, 1) - v) / float(sigmas[i])
             if copies == 1:
@@ -346,7 +356,7 @@ class Pipeline:
     def decode(self, latents: Tensor, progress: ProgressFn | None = None) -> np.ndarray:
         """(1, C, F, h, w) latents -> (T, H, W, 3) uint8 frames."""
         on_chunk = (lambda i, n: progress("decode", i, n)) if progress else None
-        with self._on_device(self.vae), torch.no_grad():
+        with self.placement.visiting(self.vae), torch.no_grad():
             return _to_uint8(self.vae.decode(latents.float(), on_chunk=on_chunk)[0])
 
     @contextlib.contextmanager
@@ -355,7 +365,7 @@ class Pipeline:
         (1, C, f, h, w) and returns their (T, H, W, 3) uint8 frames. Memory stays that of one piece."""
         with self.vae.decoding() as decode:
             def push(latents: Tensor) -> np.ndarray:
-                with self._on_device(self.vae):
+                with self.placement.visiting(self.vae):
                     return _to_uint8(decode(latents.to(self.device, torch.float32))[0])
 
             yield push
@@ -363,20 +373,8 @@ class Pipeline:
     def encode(self, frames: np.ndarray) -> Tensor:
         """(T, H, W, 3) uint8 frames, T = 4n + 1 -> latents (1, C, 1 + n, h, w), float32 on the device."""
         video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None]  # (1, 3, T, H, W)
-        with self._on_device(self.vae):
+        with self.placement.visiting(self.vae):
             return self.vae.encode(video.to(self.device, torch.float32) / 127.5 - 1)
-
-    @contextlib.contextmanager
-    def _on_device(self, module: torch.nn.Module) -> Iterator[None]:
-        """With --offload, a module visits the accelerator only while it runs."""
-        if self.offload:
-            module.to(self.device)
-        try:
-            with torch.inference_mode():
-                yield
-        finally:
-            if self.offload:
-                module.to("cpu")
 
 
 def _to_uint8(video: Tensor) -> np.ndarray:
@@ -389,9 +387,5 @@ def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return dtype if isinstance(dtype, torch.dtype) else getattr(torch, parsers.parse_dtype(dtype))
 
 
-def _transformers(spec: ModelSpec, home: torch.device, dtype: torch.dtype) -> tuple:
-    """The transformer (or the two experts; None for a second one it lacks), read from the model's files."""
-    return tuple(None if config is None else
-                 load_module(lambda: spec.networks["transformer"](config), spec.folder / name, home, dtype,
-                             keep_fp32=FP32_PARAM_PATTERNS)
-                 for name, config in (("transformer", spec.transformer), ("transformer_2", spec.transformer_2)))
+def _name(path: Path | None) -> str | None:
+    return None if path is None else Path(path).name

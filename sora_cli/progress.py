@@ -27,7 +27,8 @@ class WarningHandler(logging.Handler):
         message = record.getMessage()
         if message not in self.shown:
             self.shown.add(message)
-            stderr.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+            label = "[yellow]warning:[/]" if record.levelno >= logging.WARNING else "[cyan]info:[/]"
+            stderr.print(f"{label} {escape(message)}", highlight=False, soft_wrap=True)
 
 
 class Bars:

@@ -18,7 +18,8 @@ from .shapes import size_for_area, size_for_aspect
 
 # Size and length are resolved against the model's size (`pipeline_kwargs`); the rest pass to it as they are.
 _SHAPE = ("size", "aspect", "resolution", "frames", "seconds")
-_MERGED = ("lora", "lora_2")  # go into the weights (Pipeline.use_loras), not into a job
+# go into the weights (Pipeline.from_pretrained, use_loras), not into a job
+_WEIGHTS = ("lora", "lora_2", "transformer", "transformer_2", "quantize")
 _NOT_FIELDS = ("mode", "video")  # a request has one mode (its first field) and its videos as `videos`
 
 
@@ -35,7 +36,7 @@ class _Request:
         takes, size and length resolved against the model's defaults (`spec`: a Pipeline or a ModelSpec)."""
         rows = table.of_mode(self.mode)
         kw = {row.job[0]: getattr(self, name) for name, row in rows.items()
-              if row.job and name not in (*_SHAPE, *_MERGED, "prompt")}
+              if row.job and name not in (*_SHAPE, *_WEIGHTS, "prompt")}
         d = spec.defaults
         width, height = self.size or (None, None)
         if self.resolution:
@@ -103,6 +104,9 @@ class Job:
     cache_threshold: float | None = None
     loras: list[dict] | None = None  # merged into the transformer: file, SHA-256, scale each
     loras_2: list[dict] | None = None  # merged into the low-noise expert
+    transformer: str | None = None  # the single files the transformers were read from, by name
+    transformer_2: str | None = None
+    quantize: str | None = None  # "fp8" when the block weights were stored in fp8
 
     @property
     def guided(self) -> bool:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import OptionError
-from .parsers import check_text, parse_aspect, parse_device, parse_dtype, parse_lora, parse_resolution, parse_size
+from .parsers import (check_text, parse_aspect, parse_device, parse_dtype, parse_lora, parse_resolution, parse_size,
+                      parse_weights_file)
 
 MODES = ("generate", "extend", "loop", "connect", "edit")  # the commands that make one video; batch lines' modes
 EDITS = MODES[1:]
@@ -33,7 +34,9 @@ MAX_SECONDS = 600  # a clip the model makes: 10 minutes are days of GPU time at 
 MAX_FRAMES = 9601  # 10 minutes at Wan's 16 fps
 MAX_LOOP_SECONDS = 3600  # `loop --duration` repeats frames already made: an hour costs only encoding
 SAMPLERS = ("unipc", "euler")
-CACHES = ("first-block",)  # caching.py
+CACHES = ("first-block", "magcache", "teacache")  # caching.py
+OFFLOADS = ("none", "model", "block")  # memory.py
+QUANTIZE = ("none", "fp8")  # networks.py
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lora_2", str, "LoRA for a two-expert model's low-noise expert (Wan 2.2 A14B), PATH or PATH:SCALE.",
             _RENDER, MODES, parse=parse_lora, multiple=True, json_kinds=(str, list), job=("loras_2",),
             metadata=("lora_2",)),
+    Setting("transformer", str, "A single-file transformer to run instead of the model folder's weights, in Wan's "
+            "own key names as ComfyUI users download them: .gguf (Q8_0, Q6_K, Q5_K, Q4_K and more; kept quantised) "
+            "or .safetensors (bf16, fp16, or fp8 with its scales; fp8 kept). The model folder still gives the "
+            "configs, VAE and text encoder; its own transformer weights are neither needed nor fetched.", _RENDER,
+            parse=parse_weights_file, job=("transformer",), metadata=("transformer",)),
+    Setting("transformer_2", str, "The same for a two-expert model's low-noise expert (Wan 2.2 A14B).", _RENDER,
+            parse=parse_weights_file, job=("transformer_2",), metadata=("transformer_2",)),
+    Setting("quantize", str, "fp8: store the transformer's block weights in float8 (e4m3, a scale per output "
+            "channel), half the memory of bf16, computed in the model's dtype; none: as loaded.", _RENDER,
+            default="none", choices=QUANTIZE, job=("quantize",), metadata=("quantize",)),
     # Size and length: each given one way or another, never both.
     Setting("size", str, "WIDTHxHEIGHT, e.g. 832x480. Default: the model's size, or an input's aspect ratio at "
             "the model's pixel count.", _RENDER, MODES, parse=parse_size, excludes=("aspect", "resolution"),
@@ -218,12 +231,15 @@ SETTINGS: tuple[Setting, ...] = (
             "direction words far better where the model was trained for it; twice the time). Default: the "
             "model's (sora-tiny: 2).", ("generate", BATCH), ("generate",), choices=(1, 2), job=("passes",),
             metadata=("passes",)),
-    Setting("cache", str, "Step cache: first-block skips the blocks after the first on steps where the first "
-            "barely changes (--cache-threshold says how little). Default: none.", _RENDER, MODES, choices=CACHES,
-            job=("cache",), metadata=("cache",)),
-    Setting("cache_threshold", float, "How small the first block's change must be, relative to its size, for a "
-            "step to skip the rest (0 never skips). Default: 0.05.", _RENDER, MODES,
-            limit=Limit(0, 1, "a relative change"), job=("cache_threshold",), metadata=("cache_threshold",)),
+    Setting("cache", str, "Step cache: skip the transformer's blocks on steps where they would barely change "
+            "(--cache-threshold says how little). first-block runs the first block to decide; magcache and "
+            "teacache decide from the model's calibration (published for Wan 2.1). Default: none.", _RENDER, MODES,
+            choices=CACHES, job=("cache",), metadata=("cache",)),
+    Setting("cache_threshold", float, "How much estimated change the step cache lets pass before it runs the "
+            "blocks again (0 never skips). Default: the method's (first-block 0.05; magcache and teacache: the "
+            "model's calibration).", _RENDER, MODES,
+            limit=Limit(0, 1, "an estimated relative change"), job=("cache_threshold",),
+            metadata=("cache_threshold",)),
     # Inputs and editing.
     Setting("image", Path, "Image (png, jpg, webp) to start from: the first frame.", ("generate",),
             ("generate",)),
@@ -255,7 +271,13 @@ SETTINGS: tuple[Setting, ...] = (
             choices=("auto", "sdpa", "flash", "sage")),
     Setting("compile", bool, "Compile the transformer's blocks with torch.compile: slow on the first step of each "
             "new size, faster after it on a GPU.", _RENDER, default=False),
-    Setting("offload", bool, "Keep each module on the accelerator only while it runs.", _RENDER, default=False),
+    Setting("offload", str, "Where the networks wait: none (all on the accelerator), model (each visits it while "
+            "it runs), block (the transformer's blocks streamed through it a few at a time: the least memory). "
+            "auto: the lightest that fits the free GPU memory (none off CUDA).", _RENDER, default="auto",
+            choices=("auto", *OFFLOADS)),
+    Setting("vae_tiling", str, "Decode (and encode) in overlapping spatial tiles: bounded memory at any size. "
+            "auto: when the decode would not fit the free GPU memory (off off CUDA).", _RENDER, default="auto",
+            choices=("auto", "on", "off")),
     Setting("offline", bool, "Never contact the hub; use the local cache only.", _RENDER, default=False),
     Setting("json", bool, "Print one JSON record on stdout (one per item for batch).", _RENDER, default=False),
     Setting("quiet", bool, "No progress bars (and no batch summary).", _RENDER, default=False, short="-q"),
@@ -295,6 +317,6 @@ def check_keywords(values: dict) -> dict:
     settings they come from, each error naming the keyword; the values as the pipeline uses them."""
     rows: dict[str, Setting] = {}
     for s in SETTINGS:
-        if len(s.job) == 1 and s.parse is None and s.name not in ("prompt", "model"):
+        if len(s.job) == 1 and s.parse is None and s.name not in ("prompt", "model", "quantize"):
             rows.setdefault(s.job[0], s)  # `frames` before `seconds`: num_frames is a frame count
     return {k: check(rows[k], v, k) if k in rows else v for k, v in values.items()}

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import experts
+from . import caching, experts
 from .errors import ModelError
-from .loading import KNOWN_MODELS, is_named, read_json, resolve_model
+from .catalog import hub_id
+from .loading import is_named, read_json, resolve_model
 from .models import checks
 from .models import family
 from .models.wan.transformer import TransformerConfig
@@ -52,6 +53,7 @@ class Defaults:
     passes: int = 1  # 2: text-to-video draws the first frame, then animates it (a model trained to do that)
     shift: float | None = None  # None: the scheduler config's; a step-distilled model may name its own
     sampler: str | None = None  # None: the scheduler config's
+    caches: dict = field(default_factory=dict)  # step-cache calibrations by method (caching.py)
 
     @classmethod
     def from_model_index(cls, index: dict, source: str | None = None) -> "Defaults":
@@ -68,6 +70,7 @@ class Defaults:
         checks.number(own, "shift", 0, above=True)
         if own.get("sampler") not in (None, *SAMPLERS):
             raise ValueError(f"_sora.sampler must be one of {', '.join(SAMPLERS)}, got {str(own['sampler'])[:40]}")
+        own["caches"] = caching.calibration(source, own.get("caches"))
         return cls(**own)
 
 
@@ -87,9 +90,11 @@ class ModelSpec:
     networks: dict = field(default_factory=dict)  # component -> the network class built from its config
 
     @classmethod
-    def read(cls, model: str | Path | None = None, offline: bool = False) -> "ModelSpec":
-        """Every config of the folder, checked: what sora cannot render is a ModelError before weights load."""
-        folder = resolve_model(None if model is None else str(model), offline=offline)
+    def read(cls, model: str | Path | None = None, offline: bool = False,
+             replaced: tuple[str, ...] = ()) -> "ModelSpec":
+        """Every config of the folder, checked: what sora cannot render is a ModelError before weights load.
+        `replaced`: components whose weights come from single files (networks.py), not the folder."""
+        folder = resolve_model(None if model is None else str(model), offline=offline, replaced=replaced)
         index = read_json(folder / "model_index.json")
         try:
             ratio = experts.boundary_ratio(index)
@@ -100,7 +105,7 @@ class ModelSpec:
             vae = vae_config.from_dict(read_json(folder / "vae" / "config.json"))
             second = None if ratio is None else experts.low_noise_config(
                 read_json(folder / "transformer_2" / "config.json"), transformer)
-            source = KNOWN_MODELS.get(str(model), str(model))
+            source = hub_id(None if model is None else str(model), folder)
             spec = cls(folder.name if model is None else str(model), folder, index,
                        Defaults.from_model_index(index, source), transformer, vae,
                        SamplerConfig.from_scheduler_config(read_json(folder / "scheduler" / "scheduler_config.json")),

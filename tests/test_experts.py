@@ -95,7 +95,7 @@ def test_the_second_expert_decides_the_result(ours, reference, monkeypatch):
 
 
 def test_offload_switches_experts_and_changes_nothing(tiny_experts_dir, ours, monkeypatch):
-    offloaded = Pipeline.from_pretrained(tiny_experts_dir, device="cpu", offload=True)
+    offloaded = Pipeline.from_pretrained(tiny_experts_dir, device="cpu", offload="model")
     moves: list[tuple[str, str]] = []
     for name, module in (("high", offloaded.transformer), ("low", offloaded.transformer_2)):
         to = module.to

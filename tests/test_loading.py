@@ -369,11 +369,33 @@ def test_valid_hub_ids_still_go_to_the_hub(tiny_wan_dir, monkeypatch, tmp_path):
     """A guard for the check above."""
     monkeypatch.chdir(tmp_path)
     asked = []
-    monkeypatch.setattr("sora_cli.loading._download", lambda repo, offline: asked.append(repo) or tiny_wan_dir)
+    monkeypatch.setattr("sora_cli.loading._download",
+                        lambda repo, offline, replaced=(): asked.append(repo) or tiny_wan_dir)
     names = ["Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "someone/some_model.v2", "a/b", "_x_/y"]
     for name in names:
         assert resolve_model(name) == tiny_wan_dir
     assert asked == names
+
+
+def test_a_replaced_transformer_is_neither_fetched_nor_required(tiny_wan_dir, monkeypatch, tmp_path):
+    """With --transformer FILE the folder's own transformer weights (28 GB for a 14B model) stay on the hub."""
+    import shutil
+
+    from huggingface_hub.utils import filter_repo_objects
+
+    asked = {}
+    monkeypatch.setattr("huggingface_hub.snapshot_download", lambda repo, **kw: asked.update(kw) or str(tiny_wan_dir))
+    _download("Wan-AI/Wan2.1-T2V-14B-Diffusers", offline=False, replaced=("transformer",))
+    files = ["transformer/config.json", "transformer/diffusion_pytorch_model-00001-of-00006.safetensors",
+             "transformer/diffusion_pytorch_model.safetensors.index.json", "vae/diffusion_pytorch_model.safetensors"]
+    kept = filter_repo_objects(files, allow_patterns=asked["allow_patterns"], ignore_patterns=asked["ignore_patterns"])
+    assert list(kept) == ["transformer/config.json", "vae/diffusion_pytorch_model.safetensors"]
+    folder = shutil.copytree(tiny_wan_dir, tmp_path / "no-weights")
+    for path in (folder / "transformer").glob("*.safetensors"):
+        path.unlink()
+    with pytest.raises(ModelError, match="transformer has no .safetensors weights"):
+        resolve_model(str(folder))
+    assert resolve_model(str(folder), replaced=("transformer",)) == folder
 
 
 def test_download_refuses_an_invalid_repo_id(monkeypatch, tmp_path):

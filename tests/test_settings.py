@@ -13,6 +13,7 @@ import typer
 from safetensors.torch import save_file
 
 from conftest import random_lora, save_tiny_wan_experts
+from test_quantize import wan_layout_of
 from sora_cli.batch_file import read_batch
 from sora_cli.cli import app
 from sora_cli.settings import BATCH, MODES, NAMES, SETTINGS, check, of_command, of_mode
@@ -23,10 +24,11 @@ COMMANDS = (*MODES, BATCH)
 EXAMPLES = dict(prompt="a red fox", negative="blurry", seed=7, model="{model}", size="64x48", aspect="16:9",
                 resolution="480p", frames=9, seconds=1.5, fps=8, steps=2, guidance=3.0, guidance_2=2.0, shift=2.0,
                 sampler="euler", passes=1, image="{image}", last_image="{image}", loop=True, fit="pad", backward=True, duration=3.0,
-                strength=0.4, out="x.mp4", metadata="json", overwrite=True, device="cpu", dtype="bf16", offload=True,
+                strength=0.4, out="x.mp4", metadata="json", overwrite=True, device="cpu", dtype="bf16", offload="model", vae_tiling="on",
                 offline=True, json=True, quiet=True, out_dir="{dir}", repeat=2, batch_size="2", force=True,
                 dry_run=True, mode="generate", video="{clip}", lora="{lora}:0.5", lora_2="{lora}",
-                cache="first-block", cache_threshold=0.1, attention="sdpa", compile=True)
+                cache="first-block", cache_threshold=0.1, attention="sdpa", compile=True,
+                transformer="{transformer}", transformer_2="{transformer_2}", quantize="fp8")
 # What each command needs besides the setting under test (its arguments, and for batch its folder).
 BASE = dict(generate=["a fox"], extend=["clip.mp4"], loop=["clip.mp4"], connect=["a.mp4", "b.mp4"],
             edit=["clip.mp4", "--prompt", "x"], batch=["p.txt", "--out-dir", "out"])
@@ -55,7 +57,8 @@ def typed(setting) -> list[str]:
     if setting.kind is bool:
         return [setting.option]
     return [setting.option, str(EXAMPLES[setting.name]).format(model="m", image="i.png", dir="d", clip="c.mp4",
-                                                                lora="l.safetensors")]
+                                                                lora="l.safetensors", transformer="t.gguf",
+                                                                transformer_2="t2.gguf")]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -139,6 +142,8 @@ def recorded(setting, value) -> dict:
     parsed = check(setting, value)
     if setting.name in ("lora", "lora_2"):
         return {setting.metadata[0]: [dict(file=path.name, scale=scale) for path, scale in parsed]}
+    if setting.name in ("transformer", "transformer_2"):  # recorded by file name
+        return {setting.metadata[0]: parsed.name}
     values = parsed if isinstance(parsed, tuple) else (parsed,)
     return dict(zip(setting.metadata, values))
 
@@ -149,6 +154,8 @@ def experts(tmp_path_factory) -> Path:
     edit, and a LoRA for it."""
     folder = save_tiny_wan_experts(tmp_path_factory.mktemp("settings") / "experts", num_frames=17)
     save_file(random_lora(folder), str(folder.parent / "style.safetensors"))
+    for name in ("transformer", "transformer_2"):  # each expert as a single file in Wan's own names
+        save_file(wan_layout_of(folder / name), str(folder.parent / f"{name}.safetensors"))
     return folder
 
 
@@ -165,7 +172,9 @@ def test_what_is_marked_is_in_the_metadata(command, experts, tmp_path, capsys):
             continue
         value = EXAMPLES[s.name]
         if isinstance(value, str):
-            value = value.format(model=tiny_experts_dir, lora=tiny_experts_dir.parent / "style.safetensors")
+            value = value.format(model=tiny_experts_dir, lora=tiny_experts_dir.parent / "style.safetensors",
+                                 transformer=tiny_experts_dir.parent / "transformer.safetensors",
+                                 transformer_2=tiny_experts_dir.parent / "transformer_2.safetensors")
         args += [str(value)] if s.argument else [s.option] if s.kind is bool else [s.option, str(value)]
         expected |= recorded(s, [value] if s.multiple else value)
     inputs = [str(clip)] * (2 if command == "connect" else 1 if command != "generate" else 0)

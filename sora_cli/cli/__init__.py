@@ -50,6 +50,7 @@ def main() -> None:
     import signal
 
     log.handlers[:] = [WarningHandler()]  # one per run, also when a test calls main() again
+    log.setLevel(logging.INFO)  # warnings, and the few info lines (the memory plan)
     log.propagate = False
     if hasattr(sys.stdout, "reconfigure"):  # a path of non-UTF-8 bytes prints as those bytes
         sys.stdout.reconfigure(errors="surrogateescape")
@@ -96,7 +97,7 @@ def _run_command() -> int:
         if not _out_of_memory(e):
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return _fail(f"error: out of memory ({first[:200]}); try a smaller --size, fewer frames, or --offload", 1)
+        return _fail(f"error: out of memory ({first[:200]}); try a smaller --size, fewer frames, or --offload block", 1)
 
 
 def _out_of_memory(e: BaseException) -> bool:

@@ -31,9 +31,10 @@ def run(command: str, given: dict, inputs: tuple[Path, ...] = ()) -> None:
 
 def render_to_file(request: Request, label: str, sources: list) -> None:
     """Write the request's video to its file as it is made, and report it. `label` names the automatic file."""
-    from .. import editing
+    from .. import caching, editing, networks
     from ..naming import default_filename
     from ..pipeline import Pipeline
+    from ..spec import ModelSpec
 
     if request.seed is None:  # chosen now, for the file name; the video's metadata records it
         request = dataclasses.replace(request, seed=random_seed())
@@ -43,12 +44,22 @@ def render_to_file(request: Request, label: str, sources: list) -> None:
         raise OptionError(f"{sidecar} already exists; pass --overwrite to replace it")
 
     started = time.perf_counter()
+    files = (request.transformer, request.transformer_2)
+    spec = ModelSpec.read(request.model, request.offline, networks.replaced(files))
+    if request.cache:  # a cache the model has no calibration for is refused before minutes of loading
+        caching.threshold(request.cache, request.cache_threshold, spec.defaults.caches)
     with Bars(request.quiet) as bars:
         bars("load model", 0, 1)
-        pipe = Pipeline.from_pretrained(request.model, device=request.device, dtype=request.dtype,
+        # the memory plan is made for this render's size, where the request names it (editing: its input's)
+        kw = request.pipeline_kwargs(spec)
+        size = (kw["width"], kw["height"], kw.get("num_frames") or spec.defaults.num_frames) if kw["width"] \
+            else None
+        pipe = Pipeline.from_pretrained(spec, device=request.device, dtype=request.dtype,
                                         offline=request.offline, offload=request.offload,
                                         loras=request.lora or (), loras_2=request.lora_2 or (),
-                                        attention=request.attention, compile=request.compile)
+                                        attention=request.attention, compile=request.compile,
+                                        vae_tiling=request.vae_tiling, size=size, quantize=request.quantize,
+                                        transformer_files=files)
         bars("load model", 1, 1)
         stream = editing.make(pipe, request, sources, bars)
         # The model runs as the frames are encoded; the sidecar appears with the MP4 or not at all.

@@ -269,7 +269,7 @@ class WanTransformer(nn.Module):
         return self._rope_cache[1]
 
     def forward(self, x: Tensor, timestep: Tensor, context: Tensor, image: Tensor | None = None,
-                cache=None, branches: int = 1) -> Tensor:
+                cache=None) -> Tensor:
         """Predict the flow-matching velocity.
 
         x: (B, C_in, F, H, W) latents, F/H/W divisible by the patch size.
@@ -279,8 +279,7 @@ class WanTransformer(nn.Module):
             per token, e.g. 0 for known clean frames.
         context: (B, S, text_dim) text hidden states, zero-padded past the prompt.
         image: (B, S_img, image_dim) image-encoder features, for an image-to-video checkpoint (and only there).
-        cache: a step cache (caching.py) that may skip the blocks after the first; the batch holds `branches`
-            guidance branches, one after the other.
+        cache: a step cache (caching.py) that may skip blocks, told the step and the batch's guidance branches.
         Returns (B, C_out, F, H, W) in x's dtype.
         """
         b = x.shape[0]
@@ -310,17 +309,14 @@ class WanTransformer(nn.Module):
         rope = self._rope(grid, x.device)
 
         h = self.patchify(x.to(dtype))  # (B, L, D)
-        head = self.blocks[0](h, context, block_mod, rope, image)
-        residual = None if cache is None else head - h  # what the first block added
-        if cache is not None and cache.skip(residual, branches):
-            h = head + cache.tail  # what the other blocks added when they last ran
-        else:
-            out = head
-            for block in self.blocks[1:]:
-                out = block(out, context, block_mod, rope, image)
-            if cache is not None:
-                cache.store(residual, out - head, branches)
-            h = out
+
+        def run(h: Tensor, first: int = 0, last: int | None = None) -> Tensor:
+            for block in self.blocks[first:last]:
+                h = block(h, context, block_mod, rope, image)
+            return h
+
+        # A step cache runs the blocks, or adds again what they added when they last ran (caching.py).
+        h = run(h) if cache is None else cache(h, run, t_mod)
 
         shift, scale = Modulation(temb[:, None], t_index).vectors(self.scale_shift_table)  # (B, 1|L, D) fp32
         h = (self.norm_out(h) * (1 + scale) + shift).type_as(h)

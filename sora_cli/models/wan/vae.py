@@ -6,6 +6,9 @@ parameter-free shortcut (`is_residual`) and keeps 48 channels, for H/16 x W/16.
 Every temporal convolution is causal, so latent frame k depends only on video frames up to 4k, and
 the first frame is coded on its own (an image is a one-frame video).
 
+A frame too large to code in one piece can be coded in overlapping, cross-faded tiles: set `WanVAE.tiling`
+(see `vae_tiling.py`).
+
 Causality lets a clip be processed as a stream of chunks: the first frame, then 4 frames at a time
 when encoding, one latent frame at a time when decoding. Inside `streaming(module)` each causal layer
 remembers the end of the previous chunk (at most 2 frames), so memory does not grow with clip
@@ -29,6 +32,7 @@ from torch import Tensor, nn
 from .. import checks
 from .vae_blocks import (AttentionBlock, CausalConv3d, CopyUp, Downsample, MeanDown, ResidualBlock, RMSNorm, Upsample,
                          streaming)
+from .vae_tiling import TiledDecoding, Tiling, tiled_encode
 
 # Per-channel statistics of Wan 2.1 latents: encode maps latents to roughly unit scale with them.
 WAN21_LATENTS_MEAN = (
@@ -242,9 +246,10 @@ class Decoder(nn.Module):
 
 
 class WanVAE(nn.Module):
-    def __init__(self, cfg: VAEConfig) -> None:
+    def __init__(self, cfg: VAEConfig, tiling: Tiling | None = None) -> None:
         super().__init__()
         self.config = cfg
+        self.tiling = tiling  # None: every frame coded whole
         self.spatial_stride = cfg.spatial_stride
         self.temporal_stride = cfg.temporal_stride
         self.encoder = Encoder(cfg)
@@ -268,14 +273,22 @@ class WanVAE(nn.Module):
         if c != 3 or (t - 1) % st or h % ss or w % ss:
             raise ValueError(f"video of shape {tuple(video.shape)}: expected (B, 3, 1 + {st}n, {ss}i, {ss}j)")
         video = self._fold(video.to(self.quant_conv.weight.dtype))
+        if self.tiling is not None and self.tiling.splits_video(h, w, ss):
+            mean = tiled_encode(self._posterior_mean, video, self.tiling, ss // self.config.patch)
+        else:
+            mean = self._posterior_mean(video)
+        mu, sigma = self._latent_stats(mean)
+        return (mean - mu) / sigma
+
+    def _posterior_mean(self, video: Tensor) -> Tensor:
+        """(B, C_in, T, H, W) folded clip -> (B, z_dim, F, h, w) posterior mean, not yet normalised."""
+        st = self.temporal_stride
         with streaming(self.encoder):
             # One latent frame per chunk: the first frame alone, then temporal_stride frames at a time.
             chunks = [self.encoder(video[:, :, :1])]
-            chunks += [self.encoder(video[:, :, i:i + st]) for i in range(1, t, st)]
+            chunks += [self.encoder(video[:, :, i:i + st]) for i in range(1, video.shape[2], st)]
         moments = self.quant_conv(torch.cat(chunks, dim=2))  # (B, 2*z_dim, F, h, w)
-        mean = moments[:, :self.config.z_dim]  # the other half is the log-variance
-        mu, sigma = self._latent_stats(mean)
-        return (mean - mu) / sigma
+        return moments[:, :self.config.z_dim]  # the other half is the log-variance
 
     def _fold(self, video: Tensor) -> Tensor:
         """Each p x p pixel patch into channels, ordered (colour, patch column, patch row) as Wan 2.2 trained."""
@@ -307,14 +320,25 @@ class WanVAE(nn.Module):
     @contextmanager
     def decoding(self) -> Iterator[Callable[[Tensor], Tensor]]:
         """A clip decoded in pieces: each call takes the next latent frames (B, z_dim, f, h, w) and returns
-        their video frames; together they equal one `decode` of the whole clip."""
+        their video frames; together they equal one `decode` of the whole clip. With `tiling`, each latent frame
+        is decoded in tiles, all of them before the next latent frame."""
+        tiles: TiledDecoding | None = None
+        started = False  # whether to tile is decided at the first piece, from its size
 
         def decode(latents: Tensor) -> Tensor:
+            nonlocal tiles, started
             self._check_latents(latents)
             latents = latents.to(self.post_quant_conv.weight.dtype)
             mu, sigma = self._latent_stats(latents)
             z = self.post_quant_conv(latents * sigma + mu)  # a 1x1x1 conv: nothing to carry between pieces
-            video = torch.cat([self.decoder(z[:, :, i:i + 1]) for i in range(z.shape[2])], dim=2)
+            if not started:
+                started, (h, w) = True, z.shape[-2:]
+                if self.tiling is not None and self.tiling.splits_latents(h, w, self.spatial_stride):
+                    tiles = TiledDecoding(self.decoder, self.tiling, self.spatial_stride, self.config.patch, h, w)
+            if tiles is not None:
+                video = tiles(z)
+            else:
+                video = torch.cat([self.decoder(z[:, :, i:i + 1]) for i in range(z.shape[2])], dim=2)
             return self._unfold(video).clamp(-1.0, 1.0)
 
         with streaming(self.decoder):
