@@ -33,6 +33,7 @@ from .naming import safe_join, slugify
 from .request import Request, parse
 from .parsers import split_lora
 from .settings import BATCH, MODES, SETTINGS, check, of_command, of_mode
+from .still import is_image
 
 LINE_ROWS = {s.name: s for s in SETTINGS if s.lines}  # every field a line may have; its JSON types
 _KIND = {(int, float): "a number", (int,): "a whole number", (str,): "text", (bool,): "true or false",
@@ -186,9 +187,10 @@ def _items(line: int, fields: dict, defaults: dict, repeat: int, out_dir: Path, 
         raise LineError(f"seed {first} + {repeat} repeats goes past 2^63-1")
 
     items = []
+    still = mode == "generate" and request.frames == 1  # a one-frame line is written as an image (PNG by default)
     for seed in range(first, first + repeat):
-        name = _out_name(fields["out"], seed if repeat > 1 else None, out_dir) if "out" in fields else \
-            f"{line:04d}_{seed}_{slugify(prompt or Path(videos[0]).stem)}.mp4"
+        name = _out_name(fields["out"], seed if repeat > 1 else None, out_dir, still) if "out" in fields else \
+            f"{line:04d}_{seed}_{slugify(prompt or Path(videos[0]).stem)}{'.png' if still else '.mp4'}"
         items.append(Item(line, dataclasses.replace(request, seed=seed), name))
     return items
 
@@ -226,9 +228,11 @@ def _beside(base: Path, lora: str) -> str:
     return f"{base / path.expanduser()}:{scale!r}"
 
 
-def _out_name(out: str, seed: int | None, out_dir: Path) -> str:
-    if not out.lower().endswith(".mp4"):
-        raise LineError(f"'out' {out!r} must be an .mp4 file name")
+def _out_name(out: str, seed: int | None, out_dir: Path, still: bool) -> str:
+    if is_image(out) and not still:
+        raise LineError(f"'out' {out!r} is an image, which holds one frame: give the line \"frames\": 1")
+    if not out.lower().endswith(".mp4") and not is_image(out):
+        raise LineError(f"'out' {out!r} must be an .mp4 file name (or, for one frame, .png, .jpg or .webp)")
     try:
         safe_join(out_dir, out)
     except ValueError:

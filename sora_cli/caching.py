@@ -20,7 +20,8 @@ skips a step.
   skipped while the accumulated estimate stays under the threshold, never in the first 5 steps.
 
 MagCache and TeaCache need a calibration of the model: `calibration.json` holds the published ones by hub id, and
-a model folder may carry its own under `_sora.caches` (same layout).
+a model folder may carry its own under `_sora.caches` (same layout). `calibrate` measures MagCache's for any
+model: it skips nothing and reports the ratios of one render, ready for `_sora.caches`.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import torch
 from torch import Tensor
 
 from .errors import OptionError
 
 FIRST_BLOCK_THRESHOLD = 0.05  # diffusers' default for FirstBlockCache
+MAGCACHE_THRESHOLD = 0.12  # MagCache's default for Wan 2.1, with at most 2 skips in a row and 20% kept
 CALIBRATION = json.loads((Path(__file__).with_name("calibration.json")).read_text())
 
 Blocks = Callable[..., Tensor]  # run(h, first=0, last=None): h through blocks[first:last]
@@ -148,6 +151,36 @@ class TeaCache(_ResidualCache):
         return drift.error < self.threshold
 
 
+@dataclass
+class Calibration(StepCache):
+    """Skips nothing, and measures MagCache's ratios on the way: each step's mean over tokens of the blocks'
+    residual magnitude over the previous step's, per guidance branch (1 on the first step)."""
+
+    previous: Tensor | None = None
+    ratios: dict[int, list[float]] = field(default_factory=dict)  # step -> one ratio per branch
+
+    def __call__(self, h: Tensor, run: Blocks, modulation: Tensor) -> Tensor:
+        out = run(h)
+        norm = (out - h).float().norm(dim=-1)  # (B, L)
+        same = self.previous is not None and self.previous.shape == norm.shape
+        ratio = (norm / self.previous.clamp(min=1e-8)).mean(dim=-1) if same else torch.ones(norm.shape[0])
+        self.ratios[self.step] = [round(float(r.mean()), 5) for r in ratio.chunk(self.branches)]
+        self.previous = norm
+        return out
+
+
+def calibrated(caches: list[StepCache], steps: int) -> dict | None:
+    """The MagCache calibration the `Calibration` caches of one render measured (two experts: each its own steps),
+    in the layout `_sora.caches` takes; None if none measured."""
+    measured = {step: r for c in caches if isinstance(c, Calibration) for step, r in c.ratios.items()}
+    if not measured:
+        return None
+    branches = max(len(r) for r in measured.values())
+    rows = [measured.get(step, [1.0]) for step in range(steps)]
+    ratios = [[row[min(b, len(row) - 1)] for row in rows] for b in range(branches)]
+    return {"magcache": {"ratios": ratios, "threshold": MAGCACHE_THRESHOLD, "max_skips": 2, "retention": 0.2}}
+
+
 def nearest(values: list[float], length: int) -> list[float]:
     """`values` stretched or shrunk to `length` by nearest neighbour, first and last kept."""
     if length == 1:
@@ -179,6 +212,8 @@ def _number(value) -> bool:
 def threshold(method: str, given: float | None, calibrated: dict) -> float:
     """The threshold a method runs at: the given one, else first-block's fixed one or the calibration's.
     OptionError if the method needs a calibration the model lacks."""
+    if method == "calibrate":
+        return 0.0
     if method != "first-block" and method not in calibrated:
         known = ", ".join(sorted(k for k, v in CALIBRATION.items() if method in v and not k.startswith("_")))
         raise OptionError(f"--cache {method} needs the model's calibration, and this model has none (published "
@@ -193,6 +228,8 @@ def make(method: str, threshold: float, steps: int, calibrated: dict) -> StepCac
     """A fresh cache for one render of `steps` steps."""
     if method == "first-block":
         return FirstBlockCache(threshold)
+    if method == "calibrate":
+        return Calibration(0.0)
     own = calibrated[method]
     if method == "magcache":
         ratios = own["ratios"]

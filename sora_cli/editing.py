@@ -55,11 +55,13 @@ class Stream:
     metadata: dict
 
     def write(self, path: Path, overwrite: bool = False, sidecars: dict[Path, dict] | None = None) -> Path:
-        """Encode the frames as they are made; if making them fails, no file is left behind. `sidecars` (JSON
-        files beside the video) appear with it or not at all."""
+        """Encode the frames as they are made, as an MP4, or as an image (.png, .jpg, .webp) for one frame; if
+        making them fails, no file is left behind. `sidecars` (JSON files beside it) appear with it or not at all."""
         from .mp4 import Mp4Writer
+        from .still import ImageWriter, is_image
 
-        with Mp4Writer(path, self.fps, self.metadata, overwrite, sidecars=sidecars) as out:
+        writer = ImageWriter if is_image(path) else Mp4Writer  # a one-frame video may be written as an image
+        with writer(path, self.fps, self.metadata, overwrite, sidecars=sidecars) as out:
             for chunk in self.chunks:
                 out.write(chunk)
         return Path(path)

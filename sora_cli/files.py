@@ -18,11 +18,40 @@ import glob
 import json
 import os
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 # flock on a filesystem that has no locks (some FUSE or Lustre mounts) fails with one of these.
 _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+
+# A stop signal that arrives while a part file is being made and handed to its writer, or while the encoder that
+# writes into it is being started, would leave the file (or the process) with nobody to remove it. Inside
+# `stops_held` the command line's stop handler only notes the stop (`hold_stop`), and it is raised as the block
+# ends, when the writer holds both and removes them on the way out.
+_holding = 0
+_held_stop = False
+
+
+@contextmanager
+def stops_held() -> Iterator[None]:
+    global _holding, _held_stop
+    _holding += 1
+    try:
+        yield
+    finally:
+        _holding -= 1
+        if _held_stop and not _holding:
+            _held_stop = False
+            raise KeyboardInterrupt  # a stop wins over whatever else ended the block
+
+
+def hold_stop() -> bool:
+    """For a stop-signal handler: whether a `stops_held` block is running, which then raises the stop as it ends."""
+    global _held_stop
+    if _holding:
+        _held_stop = True
+    return bool(_holding)
 
 
 def _flock(fd: int) -> bool | None:
@@ -230,9 +259,15 @@ def write_atomically(path: Path, overwrite: bool, fill: Callable[[Path], None]) 
     remove the part file so nothing half-written is ever left."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with Part(path) as part:
+    part = None
+    try:
+        with stops_held():
+            part = Part(path)
         fill(part.path)
         part.commit(overwrite)
+    finally:
+        if part is not None:
+            part.close()
     return path
 
 

@@ -41,6 +41,11 @@ class Plan:
     need: float = 0.0  # the estimated peak bytes of the offload mode, where a plan was made
 
 
+def home(offload: str, device: torch.device) -> torch.device:
+    """Where a network waits between its runs."""
+    return device if offload == "none" else torch.device("cpu")
+
+
 class Placement:
     """Moves networks to where the offload mode wants them, and back."""
 
@@ -53,8 +58,7 @@ class Placement:
 
     @property
     def home(self) -> torch.device:
-        """Where a network waits between its runs."""
-        return self.device if self.offload == "none" else torch.device("cpu")
+        return home(self.offload, self.device)
 
     @property
     def moves_experts(self) -> bool:

@@ -93,11 +93,15 @@ class Mp4Writer:
     def __enter__(self) -> "Mp4Writer":
         # stderr goes to a file, not a pipe, so a chatty ffmpeg can never block while we feed its stdin.
         self.log = tempfile.TemporaryFile()
+        self.part = None
         try:
-            with _writing(self.path):
+            with writing(self.path):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.part = files.Part(self.path)
+                with files.stops_held():
+                    self.part = files.Part(self.path)
         except BaseException:
+            if self.part is not None:
+                self.part.close()
             self.log.close()
             raise
         return self
@@ -107,7 +111,7 @@ class Mp4Writer:
         h, w = frames.shape[1:3]
         if self.proc is not None and (w, h) != self.size:
             raise ValueError(f"frames of {w}x{h} cannot follow frames of {self.size[0]}x{self.size[1]}")
-        with _writing(self.path):
+        with writing(self.path):
             if self.proc is None:
                 self._start(w, h)
             try:
@@ -124,12 +128,15 @@ class Mp4Writer:
             *_X264_ARGS, *_metadata_args(self.metadata), "-f", "mp4", file_arg(self.part.path),
         ]
         self.size = (w, h)
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log)
+        # A stop inside Popen, after the fork, would leave an ffmpeg nobody kills, writing the part file again
+        # after it is removed: it waits until `proc` is known.
+        with files.stops_held():
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log)
 
     def _finish(self) -> None:
         if self.proc is None:
             raise ValueError("no frames were written")
-        with _writing(self.path):
+        with writing(self.path):
             try:
                 self.proc.stdin.close()
             except BrokenPipeError:
@@ -139,25 +146,12 @@ class Mp4Writer:
                 self.log.seek(0)
                 reason = _ffmpeg_reason(self.log.read(), self.proc.returncode)
                 raise OutputError(f"could not write {self.path}: {reason}")
-            written = self._write_sidecars()
+            written = write_sidecars(self.sidecars, self.overwrite)
             try:
                 self.part.commit(self.overwrite)
             except BaseException:
-                _remove(written)
+                remove_all(written)
                 raise
-
-    def _write_sidecars(self) -> list[Path]:
-        """Each sidecar, whole; if one cannot be written, those written before it are removed again."""
-        written: list[Path] = []
-        try:
-            for side, data in self.sidecars.items():
-                with _writing(side):
-                    files.write_json_atomic(side, data, self.overwrite)
-                written.append(side)
-        except BaseException:
-            _remove(written)
-            raise
-        return written
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
@@ -179,7 +173,7 @@ class Mp4Writer:
 
 
 @contextmanager
-def _writing(path: Path) -> Iterator[None]:
+def writing(path: Path) -> Iterator[None]:
     """An OSError while writing `path` (a full disk, no permission) as one OutputError line naming it. A file that
     appeared meanwhile stays a FileExistsError, as when it was there from the start."""
     try:
@@ -190,7 +184,21 @@ def _writing(path: Path) -> Iterator[None]:
         raise OutputError(f"could not write {path}: {files.reason(e)}") from e
 
 
-def _remove(paths: list[Path]) -> None:
+def write_sidecars(sidecars: dict[Path, dict], overwrite: bool) -> list[Path]:
+    """Each sidecar, whole; if one cannot be written, those written before it are removed again."""
+    written: list[Path] = []
+    try:
+        for side, data in sidecars.items():
+            with writing(side):
+                files.write_json_atomic(side, data, overwrite)
+            written.append(side)
+    except BaseException:
+        remove_all(written)
+        raise
+    return written
+
+
+def remove_all(paths: list[Path]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
 

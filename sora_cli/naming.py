@@ -27,10 +27,10 @@ def slugify(text: str, max_len: int = 48) -> str:
     return slug or _FALLBACK_SLUG[:max_len]
 
 
-def default_filename(seed: int, prompt: str, now: datetime | None = None) -> str:
-    """"{YYYYmmdd}_{HHMMSS}_{seed}_{slug}.mp4": sorts by time and says what it shows."""
+def default_filename(seed: int, prompt: str, now: datetime | None = None, suffix: str = ".mp4") -> str:
+    """"{YYYYmmdd}_{HHMMSS}_{seed}_{slug}.mp4" (or another suffix): sorts by time and says what it shows."""
     now = now or datetime.now()
-    return f"{now:%Y%m%d_%H%M%S}_{seed}_{slugify(prompt)}.mp4"
+    return f"{now:%Y%m%d_%H%M%S}_{seed}_{slugify(prompt)}{suffix}"
 
 
 def safe_join(directory: Path, name: str) -> Path:

@@ -58,6 +58,7 @@ class Pipeline:
         self.loras: dict = {"lora": None, "lora_2": None}
         self._merged: tuple | None = None  # the (path, scale) pairs behind them; None: not made ready yet
         self.skipped_steps = 0  # transformer calls a step cache has skipped, all renders together
+        self.calibration: dict | None = None  # what the last render with --cache calibrate measured
         self.build = build or networks.Build(dtype, self.home)  # how the transformers are made ready
 
     @classmethod
@@ -80,7 +81,7 @@ class Pipeline:
         _, kernel = attention_kernels.choose(attention, device, dtype)  # refused before anything loads
         plan = memory.choose(spec, device, dtype, offload, vae_tiling, size)
         # Modules live on the accelerator unless offloading; the text encoder only visits it to encode.
-        home = memory.Placement(plan.offload, device).home
+        home = memory.home(plan.offload, device)
         build = networks.Build(dtype, home, tuple(transformer_files), quantize, kernel, compile)
         transformer, transformer_2 = networks.read_transformers(spec, build)
         # The VAE stays in float32: it is a small share of the time, and decoding is where banding would show.
@@ -308,6 +309,7 @@ class Pipeline:
             finally:
                 self.placement.release()
         self.skipped_steps += sum(c.skipped for c in caches.values())
+        self.calibration = caching.calibrated(list(caches.values()), job.num_steps) or self.calibration
         return guide.finish(latents)
 
     def _expert_switch(self, job: Job) -> experts.ExpertSwitch:

@@ -34,7 +34,7 @@ MAX_SECONDS = 600  # a clip the model makes: 10 minutes are days of GPU time at 
 MAX_FRAMES = 9601  # 10 minutes at Wan's 16 fps
 MAX_LOOP_SECONDS = 3600  # `loop --duration` repeats frames already made: an hour costs only encoding
 SAMPLERS = ("unipc", "euler")
-CACHES = ("first-block", "magcache", "teacache")  # caching.py
+CACHES = ("first-block", "magcache", "teacache", "calibrate")  # caching.py
 OFFLOADS = ("none", "model", "block")  # memory.py
 QUANTIZE = ("none", "fp8")  # networks.py
 
@@ -233,7 +233,8 @@ SETTINGS: tuple[Setting, ...] = (
             metadata=("passes",)),
     Setting("cache", str, "Step cache: skip the transformer's blocks on steps where they would barely change "
             "(--cache-threshold says how little). first-block runs the first block to decide; magcache and "
-            "teacache decide from the model's calibration (published for Wan 2.1). Default: none.", _RENDER, MODES,
+            "teacache decide from the model's calibration (published for Wan 2.1); calibrate skips nothing and "
+            "measures MagCache's for this model (in the --json record). Default: none.", _RENDER, MODES,
             choices=CACHES, job=("cache",), metadata=("cache",)),
     Setting("cache_threshold", float, "How much estimated change the step cache lets pass before it runs the "
             "blocks again (0 never skips). Default: the method's (first-block 0.05; magcache and teacache: the "
@@ -273,10 +274,10 @@ SETTINGS: tuple[Setting, ...] = (
             "new size, faster after it on a GPU.", _RENDER, default=False),
     Setting("offload", str, "Where the networks wait: none (all on the accelerator), model (each visits it while "
             "it runs), block (the transformer's blocks streamed through it a few at a time: the least memory). "
-            "auto: the lightest that fits the free GPU memory (none off CUDA).", _RENDER, default="auto",
+            "auto: the lightest that fits the free GPU memory (none without CUDA).", _RENDER, default="auto",
             choices=("auto", *OFFLOADS)),
     Setting("vae_tiling", str, "Decode (and encode) in overlapping spatial tiles: bounded memory at any size. "
-            "auto: when the decode would not fit the free GPU memory (off off CUDA).", _RENDER, default="auto",
+            "auto: when the decode would not fit the free GPU memory (off without CUDA).", _RENDER, default="auto",
             choices=("auto", "on", "off")),
     Setting("offline", bool, "Never contact the hub; use the local cache only.", _RENDER, default=False),
     Setting("json", bool, "Print one JSON record on stdout (one per item for batch).", _RENDER, default=False),

@@ -28,7 +28,8 @@ PROMPT = "a red square moving right"
 
 
 def fast(model: Path, *extra: str) -> list[str]:
-    return ["--model", str(model), "--steps", "1", "--frames", "1", "--quiet", *extra]
+    # 5 frames, 2 latent ones: as fast, and a video (a one-frame item is written as an image)
+    return ["--model", str(model), "--steps", "1", "--frames", "5", "--quiet", *extra]
 
 
 def records(out_dir: Path) -> list[dict]:
@@ -383,7 +384,7 @@ def test_render_record_and_resume(tiny_wan_dir, tmp_path, capsys):
     assert [(r["line"], r["prompt"], r["seed"], r["path"], r["status"], r["error"]) for r in recs] == [
         (1, "a red fox", 7, names[0], "ok", None), (2, "blue ball", 7, names[1], "ok", None),
         (4, "green star", 7, names[2], "ok", None)]
-    assert all(r["steps"] == 1 and r["num_frames"] == 1 and r["width"] == 48 and r["elapsed"] >= 0 for r in recs)
+    assert all(r["steps"] == 1 and r["num_frames"] == 5 and r["width"] == 48 and r["elapsed"] >= 0 for r in recs)
     assert read_metadata(out / names[0])["seed"] == 7
 
     # The same settings give the same video as `sora generate`: both go through one request module.

@@ -163,3 +163,41 @@ def test_the_cli_reports_teacache_skips(calibrated_dir, tmp_path, capsys):
     assert code == 0, err
     record = json.loads(out)
     assert (record["cache"], record["cache_threshold"], record["cache_skipped"]) == ("teacache", 1.0, 6)
+
+
+def test_calibrate_measures_the_ratios_diffusers_measures(tiny_wan_dir, capsys):
+    import ast
+
+    from diffusers import WanPipeline
+    from diffusers.hooks import MagCacheConfig, apply_mag_cache
+
+    pipe = Pipeline.from_pretrained(tiny_wan_dir, device="cpu")
+    video = pipe(PROMPT, num_steps=STEPS, cache="calibrate", **SETTINGS)
+    ratios = pipe.calibration["magcache"]["ratios"]
+    assert pipe.skipped_steps == 0 and [len(r) for r in ratios] == [STEPS, STEPS]
+    plain = Pipeline.from_pretrained(tiny_wan_dir, device="cpu")(PROMPT, num_steps=STEPS, **SETTINGS)
+    assert np.array_equal(video.frames, plain.frames)  # calibrating changes nothing
+    reference = WanPipeline.from_pretrained(tiny_wan_dir)
+    apply_mag_cache(reference.transformer, MagCacheConfig(calibrate=True, num_inference_steps=STEPS))
+    capsys.readouterr()
+    reference_frames(reference, "unipc", prompt=PROMPT, num_inference_steps=STEPS, **SETTINGS)
+    printed = [ast.literal_eval(line) for line in capsys.readouterr().out.splitlines() if line.startswith("[1")]
+    assert len(printed) == 2  # diffusers prints each guidance branch's: the prompt's, then the negative prompt's
+    assert np.allclose(ratios, printed, rtol=1e-3, atol=1e-4), (ratios, printed)
+
+
+def test_a_calibration_goes_into_the_folder_and_is_used(tiny_wan_dir, tmp_path, capsys):
+    import shutil
+
+    code, out, err = call_sora(capsys, "generate", PROMPT, "--model", str(tiny_wan_dir), "--steps", str(STEPS),
+                               "--cache", "calibrate", "--json", "--out", str(tmp_path / "c.mp4"))
+    assert code == 0 and "_sora" in err, err
+    calibration = json.loads(out)["calibration"]
+    folder = shutil.copytree(tiny_wan_dir, tmp_path / "model")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["_sora"]["caches"] = calibration
+    (folder / "model_index.json").write_text(json.dumps(index))
+    code, out, err = call_sora(capsys, "generate", PROMPT, "--model", str(folder), "--steps", str(STEPS),
+                               "--cache", "magcache", "--json", "--out", str(tmp_path / "m.mp4"))
+    assert code == 0, err
+    assert json.loads(out)["cache_threshold"] == 0.12 and "cache_skipped" in json.loads(out)

@@ -147,6 +147,8 @@ def test_models_lists_known_models(capsys):
     ti2v = names["wan2.2-ti2v-5b"]
     assert (ti2v["parameters_b"], ti2v["native"], ti2v["weights_gb"]) == (5, "1280x704, 24 fps", 10)
     assert all(row["given_frames"] and row["native"] for row in names.values())
+    assert names["wan2.1-t2v-1.3b"]["caches"] == ["first-block", "magcache", "teacache"]
+    assert names["wan2.2-ti2v-5b"]["caches"] == ["first-block"]  # the others need `--cache calibrate` first
 
 
 def test_help_does_not_import_torch():

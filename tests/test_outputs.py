@@ -165,7 +165,7 @@ def test_a_failed_batch_item_records_one_line(tiny_wan_dir: Path, tmp_path: Path
     file, out = tmp_path / "p.txt", tmp_path / "out"
     file.write_text("a fox\n")
     code, _, err = call_sora(capsys, "batch", str(file), "--out-dir", str(out), "--model", str(tiny_wan_dir),
-                             "--steps", "1", "--frames", "1", "--quiet")
+                             "--steps", "1", "--frames", "5", "--quiet")
     (record,) = manifest.read(out)
     assert code == 3 and record["status"] == "failed"
     assert record["error"] == f"could not write {out / record['path']}: unknown encoder 'no_such_encoder'"

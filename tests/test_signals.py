@@ -48,3 +48,28 @@ def test_an_editing_command_stops_cleanly(folders, tmp_path):
                               "--out", str(out / "longer.mp4"), "--steps", "500", "--quiet"], out, signal.SIGTERM)
     assert result.returncode == 143 and "stopped by SIGTERM" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("writer", ["mp4", "image", "json"])
+def test_a_stop_while_the_part_file_is_made_waits_until_it_can_be_removed(tmp_path, monkeypatch, writer):
+    """The signal handler runs between any two bytecodes: also after the part file exists and before its writer
+    holds it. There the stop is held back and raised once the writer can remove the file."""
+    from sora_cli import files
+    from sora_cli.mp4 import Mp4Writer
+    from sora_cli.still import ImageWriter
+
+    real = files._reserve
+
+    def reserve_then_stop(target):
+        made = real(target)
+        assert files.hold_stop()  # what the command line's handler does when the signal arrives here
+        return made
+
+    monkeypatch.setattr(files, "_reserve", reserve_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        if writer == "json":
+            files.write_json_atomic(tmp_path / "x.json", {"a": 1})
+        else:
+            with (Mp4Writer if writer == "mp4" else ImageWriter)(tmp_path / ("x.mp4" if writer == "mp4" else "x.png"), 8):
+                pytest.fail("the stop must be raised before the writer is used")
+    assert list(tmp_path.iterdir()) == [] and not files.hold_stop()

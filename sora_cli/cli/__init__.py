@@ -13,6 +13,7 @@ import sys
 
 import typer
 
+from .. import files
 from ..errors import SoraError
 from ..progress import WarningHandler
 from . import batch, edit, generate, models, train
@@ -58,7 +59,8 @@ def main() -> None:
 
     def stop(signum, frame):
         received.append(signum)
-        raise Stopped
+        if not files.hold_stop():  # else raised as soon as the output being opened can be cleaned up
+            raise Stopped
 
     signals = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
     previous = {sig: signal.signal(sig, stop) for sig in signals}

@@ -14,6 +14,7 @@ from ..errors import OptionError
 from ..progress import Bars
 from ..request import Request, parse
 from ..settings import of_command, random_seed
+from ..still import is_image
 
 
 def run(command: str, given: dict, inputs: tuple[Path, ...] = ()) -> None:
@@ -38,7 +39,9 @@ def render_to_file(request: Request, label: str, sources: list) -> None:
 
     if request.seed is None:  # chosen now, for the file name; the video's metadata records it
         request = dataclasses.replace(request, seed=random_seed())
-    path = _output_path(request.out, default_filename(request.seed, label), request.overwrite)
+    one_frame = request.mode == "generate" and request.frames == 1  # a still: a PNG unless --out says otherwise
+    path = _output_path(request.out, default_filename(request.seed, label, suffix=".png" if one_frame else ".mp4"),
+                        request.overwrite)
     sidecar = path.with_suffix(".json")
     if request.metadata == "json" and sidecar.exists() and not request.overwrite:
         raise OptionError(f"{sidecar} already exists; pass --overwrite to replace it")
@@ -48,12 +51,16 @@ def render_to_file(request: Request, label: str, sources: list) -> None:
     spec = ModelSpec.read(request.model, request.offline, networks.replaced(files))
     if request.cache:  # a cache the model has no calibration for is refused before minutes of loading
         caching.threshold(request.cache, request.cache_threshold, spec.defaults.caches)
+    kw = request.pipeline_kwargs(spec)
+    frames = kw.get("num_frames") or (spec.defaults.num_frames if request.mode == "generate" else None)
+    if is_image(path) and frames != 1:
+        raise OptionError(f"--out {path.name}: an image holds one frame, and this makes "
+                          f"{frames or 'a video of several'}{'' if frames is None else ' frames'}; give --frames 1 "
+                          "or an .mp4 name")
     with Bars(request.quiet) as bars:
         bars("load model", 0, 1)
         # the memory plan is made for this render's size, where the request names it (editing: its input's)
-        kw = request.pipeline_kwargs(spec)
-        size = (kw["width"], kw["height"], kw.get("num_frames") or spec.defaults.num_frames) if kw["width"] \
-            else None
+        size = (kw["width"], kw["height"], frames or spec.defaults.num_frames) if kw["width"] else None
         pipe = Pipeline.from_pretrained(spec, device=request.device, dtype=request.dtype,
                                         offline=request.offline, offload=request.offload,
                                         loras=request.lora or (), loras_2=request.lora_2 or (),
@@ -66,7 +73,12 @@ def render_to_file(request: Request, label: str, sources: list) -> None:
         stream.write(path, overwrite=request.overwrite,
                      sidecars={sidecar: stream.metadata} if request.metadata == "json" else None)
     record = dict(path=str(path), elapsed=round(time.perf_counter() - started, 3), **stream.metadata)
-    if request.cache:  # how much the step cache saved: transformer calls skipped
+    if request.cache == "calibrate":  # MagCache's ratios for this model, in the layout _sora.caches takes
+        record["calibration"] = pipe.calibration
+        if not request.quiet:
+            print("cache: calibrated; the JSON record's \"calibration\" goes under \"_sora\": {\"caches\": ...} "
+                  "in the model's model_index.json", file=sys.stderr)
+    elif request.cache:  # how much the step cache saved: transformer calls skipped
         record["cache_skipped"] = pipe.skipped_steps
         if not request.quiet:
             print(f"cache: {pipe.skipped_steps} transformer calls skipped", file=sys.stderr)
@@ -80,8 +92,9 @@ def _output_path(out: str | None, name: str, overwrite: bool) -> Path:
         path = Path.cwd() / name
     elif Path(out).is_dir() or out.endswith(("/", "\\")):
         path = Path(out) / name
-    elif Path(out).suffix.lower() != ".mp4":
-        raise OptionError(f"--out '{out}' is neither a folder nor an .mp4 file; end a new folder's name with /")
+    elif Path(out).suffix.lower() != ".mp4" and not is_image(out):
+        raise OptionError(f"--out '{out}' is neither a folder, an .mp4 file nor an image (.png, .jpg, .webp: one "
+                          "frame); end a new folder's name with /")
     else:
         path = Path(out)
     if path.exists() and not overwrite:

@@ -1,0 +1,301 @@
+"""Variants of benchmarks/learn_layout.py's proxy: can a fresh sora-tiny-sized transformer learn the shape word?
+
+    python research/tiny_redesign/proxy.py --name NAME [--cond text|tokens] [--noise shift3|logitnormal]
+        [--target x0|v] [--size-scale 1.0] [--minutes 15] [--batch 32] [--threads N]
+
+Same proxy as learn_layout.py (4096 single 64x64 frames of one still object of the training split, captioned
+"a {colour} {shape} on a {background} background"; 1x4x4 patches, width 256, 6 layers; caption dropout 0.1; AdamW
+5e-4 after 200 warm-up steps, EMA 0.998; bf16 autocast; 100 held-out combinations judged with the pipeline's
+sampler, 20 steps, guidance 4, one pass, seed i), with these switches:
+
+  --cond tokens       the context is three learned 384-d tokens, one per word (colour, shape, background), instead
+                      of the MiniLM caption states; caption dropout swaps all three for learned null tokens.
+  --noise logitnormal sigma = sigmoid(N(0, 1)) (SD3) instead of shift 3 (sigma = 3u / (1 + 2u)).
+  --noise band        half of each batch as shift 3, half uniform in [0.85, 1): the levels where a noised frame still
+                      shows where the object is but no longer its outline (word_signal.py).
+  --target v          the network predicts the velocity noise - x0, plain MSE (weight 1); the default x0 target
+                      keeps dit_loss (x0 error / max(sigma, 0.05)^2). Judged with the pipeline treating the
+                      output as a velocity (prediction "flow_prediction").
+  --size-scale K      each object's nominal radius times K (the world caps it at MAX_SIZE 0.28 units and keeps the
+                      outline inside the frame); held-out scenes are scaled alike.
+
+Writes research/tiny_redesign/runs/NAME.json (command, steps, s/step, loss, judged shares) and NAME.png (5 shapes
+x 3 seeds, "a red SHAPE on a white background").
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from sora_cli import Pipeline  # noqa: E402
+from sora_cli.models.wan.transformer import TransformerConfig, WanTransformer, frame_timesteps_to_tokens  # noqa: E402
+from sora_cli.tiny import judge, world  # noqa: E402
+from sora_cli.tiny.train.common import Ema, descend  # noqa: E402
+from sora_cli.tiny.train.dit import TINY_DIT, dit_loss  # noqa: E402
+
+from learn_layout import IMAGES, still_scenes  # noqa: E402
+from probe_word_use import caption  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+CACHE = Path("/tmp/tiny_redesign_cache")
+GRID = ("red", "white")  # colour and background of the picture grid
+
+
+def scaled(scenes: list[world.Scene], k: float) -> list[world.Scene]:
+    for s in scenes:
+        s.objects[0].size = min(s.objects[0].size * k, world.MAX_SIZE)
+    return scenes
+
+
+class Tokens(nn.Module):
+    """Three learned context tokens a caption: its colour, shape and background word (or null tokens)."""
+
+    def __init__(self, dim: int = 384):
+        super().__init__()
+        self.colour = nn.Embedding(len(world.OBJECT_COLORS), dim)
+        self.shape = nn.Embedding(len(world.SHAPES), dim)
+        self.background = nn.Embedding(len(world.BACKGROUNDS), dim)
+        self.null = nn.Parameter(torch.randn(3, dim))
+
+    @staticmethod
+    def ids(text: str) -> tuple[int, int, int] | None:
+        if not text.strip():
+            return None
+        w = text.split()  # "a(n) {colour} {shape} on a {background} background"
+        return world.OBJECT_COLORS.index(w[1]), world.SHAPES.index(w[2]), world.BACKGROUNDS.index(w[5])
+
+    def forward(self, ids: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        """ids (B, 3) long, drop (B,) bool -> (B, 3, dim)."""
+        tok = torch.stack([self.colour(ids[:, 0]), self.shape(ids[:, 1]), self.background(ids[:, 2])], 1)
+        return torch.where(drop[:, None, None], self.null.expand_as(tok), tok)
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        parsed = [self.ids(t) for t in texts]
+        ids = torch.tensor([p or (0, 0, 0) for p in parsed])
+        return self(ids, torch.tensor([p is None for p in parsed]))
+
+
+class Net(nn.Module):
+    def __init__(self, dit: WanTransformer, tokens: Tokens | None):
+        super().__init__()
+        self.dit, self.tokens = dit, tokens
+
+
+def data(pipe: Pipeline, k: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[world.Scene]]:
+    """Latents (N, 16, 1, 16, 16), caption states (N, 40, 384) fp16->fp32, word ids (N, 3), cached in /tmp."""
+    scenes = scaled(still_scenes("train", IMAGES, 0), k)
+    path = CACHE / f"train_k{k}.pt"
+    if path.exists():
+        d = torch.load(path)
+    else:
+        with torch.no_grad():
+            latents = torch.cat([pipe.encode(world.draw(s, 1, 64, 64)) for s in scenes])
+            texts = pipe.encode_text([caption(s.objects[0], s.background) for s in scenes]).half()
+        d = dict(latents=latents, texts=texts)
+        CACHE.mkdir(exist_ok=True)
+        torch.save(d, path)
+    ids = torch.tensor([Tokens.ids(caption(s.objects[0], s.background)) for s in scenes])
+    return d["latents"], d["texts"].float(), ids, scenes
+
+
+def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
+    """Trains for args.minutes of wall time; every args.every minutes the EMA weights so far are judged on the
+    held-out set (the clock is stopped meanwhile), to show the trend."""
+    latents, texts, ids, _ = data(pipe, args.size_scale)
+    with torch.no_grad():
+        empty = pipe.encode_text([""])[0].float()
+    warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
+    torch.manual_seed(0)
+    config = TransformerConfig.from_dict(dict(TINY_DIT, patch_size=(1, 4, 4)))
+    net = Net(WanTransformer(config), Tokens() if args.cond == "tokens" else None).train()
+    print(f"{sum(t.numel() for t in net.parameters()) / 1e6:.2f} M parameters", flush=True)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=5e-4, weight_decay=0.01, betas=(0.9, 0.99))
+    ema = Ema(net, 0.998)
+    gen = torch.Generator().manual_seed(0)
+    started, step, smooth, log, trend, paused = time.time(), 0, None, [], [], 0.0
+    next_check = args.every * 60 if args.every else float("inf")
+    while time.time() - started - paused < args.minutes * 60:
+        if time.time() - started - paused >= next_check:
+            t = time.time()
+            snapshot = copy.deepcopy(net)
+            snapshot.load_state_dict(ema.shadow)
+            attach(pipe, snapshot.eval(), args.target)
+            with torch.inference_mode():
+                figures = judge_heldout(pipe, args.size_scale, args.heldout)
+            figures["follow"] = follow(pipe, snapshot, args.target, args.size_scale)
+            trend.append(dict(step=step, minutes=round(next_check / 60, 1), **figures))
+            print("trend", json.dumps(trend[-1]), flush=True)
+            paused += time.time() - t
+            next_check += args.every * 60
+        b = args.batch
+        idx = torch.randint(IMAGES, (b,), generator=gen)
+        drop = torch.rand(b, generator=gen) < 0.1
+        if args.noise == "shift3":
+            u = torch.rand(b, generator=gen)
+            sigma = 3 * u / (1 + 2 * u)
+        elif args.noise == "logitnormal":
+            sigma = torch.sigmoid(torch.randn(b, generator=gen))
+        else:  # band: half the batch as shift 3, half uniform in [0.85, 1), where the frame shows the object's place
+            u = torch.rand(b, generator=gen)  # but not its shape (word_signal.py)
+            sigma = torch.where(torch.arange(b) < b // 2, 3 * u / (1 + 2 * u), 0.85 + 0.15 * u)
+        noise = torch.randn((b, *latents.shape[1:]), generator=gen)
+        if net.tokens is None:
+            context = torch.where(drop[:, None, None], empty, texts[idx])
+        else:
+            context = net.tokens(ids[idx], drop)
+        for group in optimizer.param_groups:
+            group["lr"] = 5e-4 * min(1.0, (step + 1) / 200)
+        x0 = latents[idx]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            if args.target == "x0":
+                loss = dit_loss(net.dit, x0, context, sigma, torch.zeros(b, 1, dtype=torch.bool), noise)
+            else:
+                s5 = sigma[:, None, None, None, None]
+                xt = (1 - s5) * x0 + s5 * noise
+                grid = net.dit.token_grid(*x0.shape[2:])
+                v_hat = net.dit(xt, frame_timesteps_to_tokens(sigma[:, None] * 1000, grid), context)
+                loss = (v_hat.float() - (noise - x0)).pow(2).mean()
+        value = descend(loss, optimizer)
+        ema.update(net, step)
+        smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
+        step += 1
+        if step % 250 == 0:
+            spent = time.time() - started - paused
+            print(f"step {step}: {spent / step:.3f} s a step, loss {smooth:.4f}", flush=True)
+            log.append((step, round(spent, 1), round(smooth, 4)))
+    spent = time.time() - started - paused
+    print(f"{step} steps in {spent / 60:.1f} min", flush=True)
+    net.load_state_dict(ema.shadow)
+    return net.eval(), dict(steps=step, s_per_step=round(spent / step, 3), final_loss=round(smooth, 4),
+                            train_minutes=round(spent / 60, 1), trend=trend, loss_log=log)
+
+
+def attach(pipe: Pipeline, net: Net, target: str) -> None:
+    """Judge with the pipeline's own sampler, its transformer (and text encoding) replaced by the trained ones."""
+    for p in net.parameters():
+        p.requires_grad_(False)
+    pipe.transformer = net.dit
+    if target == "v":
+        pipe.spec = dataclasses.replace(pipe.spec, sampler=dataclasses.replace(pipe.sampler, prediction="flow_prediction"))
+    if net.tokens is not None:
+        tokens = net.tokens
+        pipe.encode_text = lambda prompts: tokens.encode(prompts).to(pipe.device, pipe.dtype)
+
+
+@torch.inference_mode()
+def follow(pipe: Pipeline, net: Net, target: str, k: float, count: int = 40) -> dict:
+    """probe_word_use.py's figure for this network: two training scenes that differ in one word (shape or colour),
+    their latents a and b; the midpoint (a + b) / 2 noised to s; the x0 estimates with a's and b's captions;
+    follow = <x0_b - x0_a, b - a> / |b - a|^2 (1: the word alone moves the estimate from a to b; 0: ignored).
+    Guidance off, one forward pass each; the median over `count` pairs, per level."""
+    from probe_word_use import pair
+    rng, gen = np.random.default_rng(5), torch.Generator().manual_seed(5)
+    out = {}
+    for word in ("shape", "colour"):
+        pairs = []
+        while len(pairs) < count:
+            p = pair(rng, word)
+            if p is not None:
+                pairs.append(scaled(list(p), k))
+        a = torch.cat([pipe.encode(world.draw(x, 1, 64, 64)) for x, _ in pairs])
+        b = torch.cat([pipe.encode(world.draw(y, 1, 64, 64)) for _, y in pairs])
+        texts = [caption(x.objects[0], x.background) for x, _ in pairs] + \
+                [caption(y.objects[0], y.background) for _, y in pairs]
+        context = net.tokens.encode(texts) if net.tokens is not None else pipe.encode_text(texts).float()
+        grid = net.dit.token_grid(*a.shape[2:])
+        for s in (0.5, 0.7, 0.9):
+            xt = (1 - s) * (a + b) / 2 + s * torch.randn(a.shape, generator=gen)
+            xt2 = torch.cat([xt, xt])
+            t = frame_timesteps_to_tokens(torch.full((2 * count, 1), s * 1000.0), grid)
+            y = net.dit(xt2, t, context).float()
+            x0 = xt2 - s * y if target == "v" else y
+            d = (x0[count:] - x0[:count]).flatten(1)
+            ab = (b - a).flatten(1)
+            out[f"{word}@{s}"] = round(float(((d * ab).sum(1) / ab.pow(2).sum(1)).median()), 3)
+    return out
+
+
+def draw_batch(pipe: Pipeline, prompts: list[str], seeds: list[int]) -> list[np.ndarray]:
+    """One 64x64 frame a prompt (20 steps, guidance 4, one pass), the jobs denoised as one batch (Pipeline.sample:
+    each the latents it gets alone, up to rounding), then decoded one by one."""
+    jobs = [pipe.resolve(p, height=64, width=64, num_frames=1, seed=s, passes=1) for p, s in zip(prompts, seeds)]
+    latents = pipe.sample(jobs)
+    return [pipe.decode(latents[i:i + 1]) for i in range(len(jobs))]
+
+
+def judge_heldout(pipe: Pipeline, k: float, count: int, split: str = "heldout") -> dict:
+    hits: dict[str, list[bool]] = {"color": [], "shape": [], "background": []}
+    shapes: dict[str, int] = {}
+    scenes = scaled(still_scenes(split, count, 1 if split == "heldout" else 3), k)
+    clips = draw_batch(pipe, [caption(s.objects[0], s.background) for s in scenes], list(range(count)))
+    for scene, frames in zip(scenes, clips):
+        found = judge.judge_clip(frames, world.FPS)
+        verdict = judge.agreement(judge.scene_facts(scene), found)
+        shapes[str(found.shape)] = shapes.get(str(found.shape), 0) + 1
+        for key in hits:
+            hits[key].append(verdict[key])
+    return {**{k_: round(float(np.mean(v)), 2) for k_, v in hits.items()}, "judged_shapes": shapes}
+
+
+def grid(pipe: Pipeline, path: Path) -> None:
+    from PIL import Image
+    colour, bg = GRID
+    prompts = [f"a {colour} {s} on a {bg} background" for _ in range(3) for s in world.SHAPES]
+    frames = [f[0] for f in draw_batch(pipe, prompts, [i // 5 for i in range(15)])]
+    rows = [np.concatenate(frames[5 * r:5 * r + 5], 1) for r in range(3)]
+    Image.fromarray(np.concatenate(rows, 0)).resize((5 * 128, 3 * 128), Image.NEAREST).save(path, optimize=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--cond", choices=("text", "tokens"), default="text")
+    parser.add_argument("--noise", choices=("shift3", "logitnormal", "band"), default="shift3")
+    parser.add_argument("--target", choices=("x0", "v"), default="x0")
+    parser.add_argument("--size-scale", type=float, default=1.0)
+    parser.add_argument("--minutes", type=float, default=15.0)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--every", type=float, default=5.0, help="judge the EMA weights every so many minutes")
+    parser.add_argument("--heldout", type=int, default=100)
+    parser.add_argument("--prepare", action="store_true", help="only encode and cache the training set")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pipe = Pipeline.from_pretrained(None, device="cpu")
+    if args.prepare:
+        data(pipe, args.size_scale)
+        return
+    net, record = train(pipe, args)
+    torch.save(net.state_dict(), CACHE / f"{args.name}.pt")  # the EMA weights, for a later look
+    attach(pipe, net, args.target)
+    t = time.time()
+    with torch.inference_mode():
+        record |= judge_heldout(pipe, args.size_scale, args.heldout)
+        record["follow"] = follow(pipe, net, args.target, args.size_scale)
+        record["train_split"] = judge_heldout(pipe, args.size_scale, args.heldout, "train")
+        out = HERE / "runs"
+        out.mkdir(exist_ok=True)
+        grid(pipe, out / f"{args.name}.png")
+    record |= dict(name=args.name, command="python research/tiny_redesign/proxy.py " + " ".join(sys.argv[1:]),
+                   judge_minutes=round((time.time() - t) / 60, 1), threads=torch.get_num_threads())
+    (out / f"{args.name}.json").write_text(json.dumps(record, indent=1))
+    print(json.dumps({k: v for k, v in record.items() if k != "loss_log"}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""One-frame videos as images: PNG (lossless, the default), JPEG or WebP, with the same settings metadata as an MP4
+and the same promise: the file appears whole or not at all.
+
+The metadata is JSON, where image tools look for it: PNG text chunks (`Comment`, and the prompt as `Title`), and
+for JPEG and WebP the EXIF image description.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import files
+from .mp4 import remove_all, write_sidecars, writing
+
+IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+_DESCRIPTION = 0x010E  # EXIF ImageDescription
+
+
+def is_image(path: Path | str) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+class ImageWriter:
+    """Mp4Writer's interface for a one-frame video: `write` takes (1, H, W, 3) uint8 once; the image is encoded
+    when the block ends without an error, its sidecars written beside it, and only then moved into place."""
+
+    def __init__(self, path: Path, fps: float, metadata: dict | None = None, overwrite: bool = False,
+                 sidecars: dict[Path, dict] | None = None):
+        self.sidecars = {Path(side): data for side, data in (sidecars or {}).items()}
+        for target in [path, *self.sidecars]:
+            files.refuse_existing(target, overwrite)
+        self.path, self.metadata, self.overwrite = Path(path), metadata or {}, overwrite
+        self.frame: np.ndarray | None = None
+
+    def __enter__(self) -> "ImageWriter":
+        self.part = None
+        try:
+            with writing(self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with files.stops_held():
+                    self.part = files.Part(self.path)
+        except BaseException:
+            if self.part is not None:
+                self.part.close()
+            raise
+        return self
+
+    def write(self, frames: np.ndarray) -> None:
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.dtype} {tuple(frames.shape)}")
+        if self.frame is not None or len(frames) != 1:
+            raise ValueError(f"{self.path.name} is an image: it takes one frame")
+        self.frame = frames[0]
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._finish()
+        finally:
+            self.part.close()
+
+    def _finish(self) -> None:
+        if self.frame is None:
+            raise ValueError("no frame was written")
+        data = encode(self.frame, IMAGE_SUFFIXES[self.path.suffix.lower()], self.metadata)
+        with writing(self.path):
+            with open(self.part.path, "r+b") as f:  # into the locked part file itself (files.Part)
+                f.truncate()
+                f.write(data)
+            written = write_sidecars(self.sidecars, self.overwrite)
+            try:
+                self.part.commit(self.overwrite)
+            except BaseException:
+                remove_all(written)
+                raise
+
+
+def encode(frame: np.ndarray, kind: str, metadata: dict) -> bytes:
+    """(H, W, 3) uint8 -> the bytes of a PNG, JPEG or WEBP file carrying `metadata` as JSON."""
+    from PIL import Image, PngImagePlugin
+
+    image, out = Image.fromarray(frame, "RGB"), io.BytesIO()
+    comment = json.dumps(metadata, ensure_ascii=False, default=str)
+    if kind == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("Comment", comment)  # iTXt: UTF-8, so any prompt survives
+        if metadata.get("prompt"):
+            info.add_itxt("Title", str(metadata["prompt"]))
+        image.save(out, "PNG", pnginfo=info)
+    else:
+        exif = Image.Exif()
+        exif[_DESCRIPTION] = json.dumps(metadata, default=str)  # EXIF text is ASCII: JSON escapes the rest
+        image.save(out, kind, quality=95, exif=exif)
+    return out.getvalue()
+
+
+def read_image_metadata(path: Path) -> dict:
+    """The settings sora stored in an image it wrote ({} if none)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        text = image.info.get("Comment") if image.format == "PNG" else image.getexif().get(_DESCRIPTION)
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
