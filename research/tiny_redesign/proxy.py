@@ -1,4 +1,4 @@
-"""Variants of benchmarks/learn_layout.py's proxy: can a fresh sora-tiny-sized transformer learn the shape word?
+"""Variants of research/probes/learn_layout.py's proxy: can a fresh sora-tiny-sized transformer learn the shape word?
 
     python research/tiny_redesign/proxy.py --name NAME [--cond text|tokens] [--noise shift3|logitnormal]
         [--target x0|v] [--size-scale 1.0] [--minutes 15] [--batch 32] [--threads N]
@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "research" / "probes"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

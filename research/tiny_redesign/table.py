@@ -6,7 +6,7 @@ from pathlib import Path
 runs = [json.loads(p.read_text()) for p in sorted((Path(__file__).parent / "runs").glob("*.json"),
                                                  key=lambda p: p.stat().st_mtime)]
 print("| run | command (`python research/tiny_redesign/proxy.py ...`) | steps (s/step) | final loss | colour | shape "
-      "| background | shape, train-split combos | shape at 5 / 10 / 15 min |")
+      "| background | shape, train-split combos | shape at 5 / 10 min / end |")
 print("|---|---|---|---|---|---|---|---|---|")
 for r in runs:
     trend = " / ".join(f"{t['shape']:.0%}" for t in r["trend"]) + f" / {r['shape']:.0%}"

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probes"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import copy  # noqa: E402

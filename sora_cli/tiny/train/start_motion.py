@@ -1,8 +1,8 @@
 """The recipe's last two stages: moving a known first frame's object the way the caption says.
 
 After the main stage the transformer carries known frames forwards but ignores the direction word, even when a
-clip's start is given and the word alone decides where the object goes (`benchmarks/probe_word_use.py`). Trained
-on that task alone it learns it after a plateau of about a thousand steps (`benchmarks/learn_start_motion.py`);
+clip's start is given and the word alone decides where the object goes (`research/probes/probe_word_use.py`). Trained
+on that task alone it learns it after a plateau of about a thousand steps (`research/probes/learn_start_motion.py`);
 mixed into the recipe's batches from the start, or at 30% text-to-video, it does not learn it at all. Hence:
 - drill: the task alone, on one caption template (one object moving left, right, up or down, fast);
 - settle: the recipe's own batches again, each with as many drill samples from the recipe's own clips whose

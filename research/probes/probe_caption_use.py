@@ -1,6 +1,6 @@
 """How much of the caption reaches the embedded model's transformer, measured on its x0 estimates and attention.
 
-    python benchmarks/probe_caption_use.py [--model PATH] [--checkpoint WORK/dit.safetensors] [--scenes 24]
+    python research/probes/probe_caption_use.py [--model PATH] [--checkpoint WORK/dit.safetensors] [--scenes 24]
 
 For training-split scenes with one still object, the clip is noised to a level and the transformer estimates
 the clean clip twice: with the caption, and with the object's colour word swapped for another colour. The

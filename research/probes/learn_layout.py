@@ -1,8 +1,8 @@
 """Which token layout learns the shape word sooner? A fresh transformer trained on text-to-image alone, then judged.
 
-    python benchmarks/learn_layout.py --out DIR [--patch 4] [--heads 4] [--ffn 1024] [--layers 6] [--minutes 18]
+    python research/probes/learn_layout.py --out DIR [--patch 4] [--heads 4] [--ffn 1024] [--layers 6] [--minutes 18]
                                       [--batch 32] [--device cpu]
-    python benchmarks/learn_layout.py --judge-only --model PATH     # the same judgement of an existing model
+    python research/probes/learn_layout.py --judge-only --model PATH     # the same judgement of an existing model
 
 A transformer of the given layout (patch 1 x P x P of the VAE's 16 x 16 latents, heads of 64, so width 64 x
 heads) starts from random weights and trains for a fixed wall time on 4096 single 64x64 frames of one still

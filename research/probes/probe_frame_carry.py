@@ -1,6 +1,6 @@
 """Does the embedded model's transformer carry an object from one latent frame into the next?
 
-    python benchmarks/probe_frame_carry.py [--model PATH] [--checkpoint WORK/dit.safetensors] [--clips 32]
+    python research/probes/probe_frame_carry.py [--model PATH] [--checkpoint WORK/dit.safetensors] [--clips 32]
 
 Every clip of the synthetic world shows the same object in every frame, so the first thing a video model should
 learn is to draw, in a frame it is generating, what the neighbouring frames show. This probe measures it from

@@ -1,6 +1,6 @@
 """Can the transformer learn to move a known first frame's object the way the caption says? Trained on that alone.
 
-    python benchmarks/learn_start_motion.py [--model PATH] [--steps 3000] [--every 750] [--clips 512] [--save DIR]
+    python research/probes/learn_start_motion.py [--model PATH] [--steps 3000] [--every 750] [--clips 512] [--save DIR]
 
 `probe_word_use.py` finds the shipped transformer deaf to direction words even when a clip's first latent frame
 is given clean, where the word alone decides where the object goes. This script asks whether the network can

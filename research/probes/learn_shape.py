@@ -1,6 +1,6 @@
 """Can the transformer learn to draw the asked shape? Trained on that alone: text-to-image of one still object.
 
-    python benchmarks/learn_shape.py [--model PATH] [--steps 3000] [--every 500] [--images 2048] [--save DIR]
+    python research/probes/learn_shape.py [--model PATH] [--steps 3000] [--every 500] [--images 2048] [--save DIR]
 
 The direction word was learnt once the task was given alone (`learn_start_motion.py`); this asks the same of the
 shape word. From the model's weights it trains on single 64x64 frames of one still object of the training split,

@@ -1,6 +1,6 @@
 """Which caption words the embedded model's transformer follows: the object's colour, its shape, its direction.
 
-    python benchmarks/probe_word_use.py [--model PATH] [--checkpoint WORK/dit.safetensors] [--scenes 40]
+    python research/probes/probe_word_use.py [--model PATH] [--checkpoint WORK/dit.safetensors] [--scenes 40]
 
 For training-split scenes with one object, two clips are rendered that differ in one fact only (a red circle and
 a red square at the same place; a circle moving left and the same circle moving right from the frame's centre),
