@@ -93,15 +93,9 @@ class Mp4Writer:
     def __enter__(self) -> "Mp4Writer":
         # stderr goes to a file, not a pipe, so a chatty ffmpeg can never block while we feed its stdin.
         self.log = tempfile.TemporaryFile()
-        self.part = None
         try:
-            with writing(self.path):
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with files.stops_held():
-                    self.part = files.Part(self.path)
+            open_part(self)
         except BaseException:
-            if self.part is not None:
-                self.part.close()
             self.log.close()
             raise
         return self
@@ -146,12 +140,7 @@ class Mp4Writer:
                 self.log.seek(0)
                 reason = _ffmpeg_reason(self.log.read(), self.proc.returncode)
                 raise OutputError(f"could not write {self.path}: {reason}")
-            written = write_sidecars(self.sidecars, self.overwrite)
-            try:
-                self.part.commit(self.overwrite)
-            except BaseException:
-                remove_all(written)
-                raise
+            commit(self)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
@@ -170,6 +159,32 @@ class Mp4Writer:
             self.proc.wait()
         with suppress(OSError):  # frames still buffered for a stopped ffmpeg have nowhere to go
             self.proc.stdin.close()
+
+
+def commit(writer) -> None:
+    """Move `writer.part` onto its name, its sidecars written first and removed again if the move fails: the
+    output and its sidecars appear together or not at all."""
+    written = write_sidecars(writer.sidecars, writer.overwrite)
+    try:
+        writer.part.commit(writer.overwrite)
+    except BaseException:
+        remove_all(written)
+        raise
+
+
+def open_part(writer) -> None:
+    """`writer.part`: a new part file for `writer.path`, its folder made. Stop signals wait until the writer holds
+    it (files.stops_held): a stop meanwhile removes it again on the way out."""
+    writer.part = None
+    try:
+        with writing(writer.path):
+            writer.path.parent.mkdir(parents=True, exist_ok=True)
+            with files.stops_held():
+                writer.part = files.Part(writer.path)
+    except BaseException:
+        if writer.part is not None:
+            writer.part.close()
+        raise
 
 
 @contextmanager

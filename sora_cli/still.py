@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import files
-from .mp4 import remove_all, write_sidecars, writing
+from .mp4 import commit, open_part, writing
 
 IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 _DESCRIPTION = 0x010E  # EXIF ImageDescription
@@ -37,16 +37,7 @@ class ImageWriter:
         self.frame: np.ndarray | None = None
 
     def __enter__(self) -> "ImageWriter":
-        self.part = None
-        try:
-            with writing(self.path):
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with files.stops_held():
-                    self.part = files.Part(self.path)
-        except BaseException:
-            if self.part is not None:
-                self.part.close()
-            raise
+        open_part(self)
         return self
 
     def write(self, frames: np.ndarray) -> None:
@@ -71,12 +62,7 @@ class ImageWriter:
             with open(self.part.path, "r+b") as f:  # into the locked part file itself (files.Part)
                 f.truncate()
                 f.write(data)
-            written = write_sidecars(self.sidecars, self.overwrite)
-            try:
-                self.part.commit(self.overwrite)
-            except BaseException:
-                remove_all(written)
-                raise
+            commit(self)
 
 
 def encode(frame: np.ndarray, kind: str, metadata: dict) -> bytes:
