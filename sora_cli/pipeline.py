@@ -236,10 +236,11 @@ class Pipeline:
         for side in (width, height):
             parsers.check_side(f"frame size {width}x{height}", side, high, why)
         guidance = d.guidance_scale if guidance_scale is None else guidance_scale
+        frames = snap_frames(num_frames or d.num_frames)
         return Job(
             prompt=prompt,
             negative_prompt=d.negative_prompt if negative_prompt is None else negative_prompt,
-            width=width, height=height, num_frames=snap_frames(num_frames or d.num_frames),
+            width=width, height=height, num_frames=frames,
             num_steps=num_steps or d.num_steps,
             guidance_scale=guidance,
             guidance_scale_2=experts.guidance_2(guidance_scale_2, two_experts, d.guidance_scale_2, guidance),
@@ -247,7 +248,7 @@ class Pipeline:
             sampler=given["sampler"] or d.sampler or self.sampler.sampler,
             seed=settings.random_seed() if seed is None else seed,
             fps=fps or d.fps,
-            passes=passes or d.passes,
+            passes=(passes or d.passes) if self.latent_frames(frames) > 1 else 1,  # one latent frame: one pass
             model=self.name, loras=self.loras["lora"], loras_2=self.loras["lora_2"],
             transformer=_name(self.build.files[0]), transformer_2=_name(self.build.files[1]),
             quantize=None if self.build.quantize == "none" else self.build.quantize, cache=given["cache"],

@@ -88,3 +88,18 @@ def test_vae_tiling_from_the_command_line(tiny_wan_dir, tmp_path, capsys):
     # the blended seams differ a little from one decode of the whole frame, and nowhere much
     difference = np.abs(videos["on"] - videos["off"])
     assert 0 < difference.mean() < 2, difference.mean()
+
+
+@pytest.mark.parametrize("free,offload,tiling,text_on_cpu", [(80 * GIB, "none", False, False),
+                                                              (1.5 * GIB + 2**20, "block", True, True)])
+def test_the_cuda_plan_reads_the_model_and_says_what_it_chose(tiny_wan_dir, monkeypatch, caplog, free, offload,
+                                                              tiling, text_on_cpu):
+    # the CUDA branch on a machine without CUDA: only the free-memory query is stood in for
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (int(free), int(80 * GIB)))
+    spec = ModelSpec.read(tiny_wan_dir)
+    with caplog.at_level("INFO", logger="sora"):
+        chosen = choose(spec, torch.device("cuda"), torch.bfloat16, size=(1280, 720, 81))
+    assert (chosen.offload, chosen.vae_tiling, chosen.text_on_cpu) == (offload, tiling, text_on_cpu)
+    assert f"offload {offload}, VAE tiling {'on' if tiling else 'off'}" in caplog.text
+    asked = choose(spec, torch.device("cuda"), torch.bfloat16, offload="model", vae_tiling="off")
+    assert (asked.offload, asked.vae_tiling) == ("model", False)  # what is asked is kept; the rest planned

@@ -25,7 +25,7 @@ def test_one_frame_is_a_png_holding_the_frame_and_the_settings(tmp_path, capsys,
     path = tmp_path / out.strip().rsplit("/", 1)[-1]
     assert path.suffix == ".png" and path.is_file()
     metadata = read_image_metadata(path)
-    assert (metadata["prompt"], metadata["seed"], metadata["num_frames"]) == (PROMPT, 3, 1)
+    assert (metadata["prompt"], metadata["seed"], metadata["num_frames"], metadata["passes"]) == (PROMPT, 3, 1, 1)
     with Image.open(path) as image:
         assert image.info["Title"] == PROMPT
         pixels = np.asarray(image.convert("RGB"))
