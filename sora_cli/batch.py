@@ -321,7 +321,8 @@ def _write(item: Item, make_stream: Callable, out_dir: Path, started: float) -> 
     """Make the item's video and write it to its file; its record, failed if anything went wrong."""
     try:
         stream = make_stream()
-        stream.write(out_dir / item.name, overwrite=True)  # the model runs as the frames are encoded
+        # the model runs as the frames are encoded
+        stream.write(out_dir / item.name, overwrite=True, preview=bool(item.request.preview))
     except Exception as e:  # one bad item must not sink the batch; Ctrl-C is not an Exception
         return _record(item, requested(item), "failed", str(e) or type(e).__name__, started)
     return _record(item, stream.metadata, "ok", None, started)

@@ -54,16 +54,24 @@ class Stream:
     seed: int
     metadata: dict
 
-    def write(self, path: Path, overwrite: bool = False, sidecars: dict[Path, dict] | None = None) -> Path:
+    def write(self, path: Path, overwrite: bool = False, sidecars: dict[Path, dict] | None = None,
+              preview: bool = False) -> Path:
         """Encode the frames as they are made, as an MP4, or as an image (.png, .jpg, .webp) for one frame; if
-        making them fails, no file is left behind. `sidecars` (JSON files beside it) appear with it or not at all."""
+        making them fails, no file is left behind. `sidecars` (JSON files beside it) appear with it or not at all;
+        `preview` also writes a contact sheet of its frames beside it, once it is written (still.py)."""
+        from . import files
         from .mp4 import Mp4Writer
-        from .still import ImageWriter, is_image
+        from .still import ImageWriter, Sheet, is_image, preview_path, write_preview
 
         writer = ImageWriter if is_image(path) else Mp4Writer  # a one-frame video may be written as an image
+        sheet = Sheet(self.num_frames) if preview and self.num_frames > 1 else None
+        if sheet is not None:
+            files.refuse_existing(preview_path(path), overwrite)
         with writer(path, self.fps, self.metadata, overwrite, sidecars=sidecars) as out:
             for chunk in self.chunks:
-                out.write(chunk)
+                out.write(sheet.add(chunk) if sheet is not None else chunk)
+        if sheet is not None:
+            write_preview(path, sheet, self.metadata, overwrite)
         return Path(path)
 
 

@@ -262,6 +262,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("out", str, "", (), MODES),  # a line's output: a relative .mp4 name inside the batch's folder
     Setting("metadata", str, "mp4: settings in the MP4's tags; json: also a .json sidecar.", MODES,
             default="mp4", choices=("mp4", "json")),
+    Setting("preview", bool, "Also write NAME.preview.png beside the video: a contact sheet of up to 8 of its "
+            "frames, first to last.", _RENDER, MODES, default=False),
     Setting("overwrite", bool, "Replace an existing output file.", MODES, default=False),
     Setting("device", str, "cuda, mps or cpu. Default: the best available (under torchrun: cuda:LOCAL_RANK).",
             _RENDER, parse=parse_device),

@@ -1,5 +1,6 @@
 """One-frame videos as images: PNG (lossless, the default), JPEG or WebP, with the same settings metadata as an MP4
-and the same promise: the file appears whole or not at all.
+and the same promise: the file appears whole or not at all. And a video's preview: a contact sheet of a few of its
+frames, first to last, to look at before watching.
 
 The metadata is JSON, where image tools look for it: PNG text chunks (`Comment`, and the prompt as `Title`), and
 for JPEG and WebP the EXIF image description.
@@ -95,3 +96,46 @@ def read_image_metadata(path: Path) -> dict:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+SHEET_FRAMES, SHEET_COLUMNS, TILE_WIDTH = 8, 4, 256
+
+
+class Sheet:
+    """Collects up to SHEET_FRAMES frames of a `num_frames` video, evenly spaced from the first to the last, as
+    its chunks go by; `image()` lays them out, SHEET_COLUMNS a row, each at most TILE_WIDTH pixels wide."""
+
+    def __init__(self, num_frames: int):
+        count = min(SHEET_FRAMES, num_frames)
+        self.wanted = {round(i * (num_frames - 1) / max(1, count - 1)) for i in range(count)}
+        self.seen, self.frames = 0, []
+
+    def add(self, chunk: np.ndarray) -> np.ndarray:
+        self.frames += [chunk[i - self.seen] for i in sorted(self.wanted) if self.seen <= i < self.seen + len(chunk)]
+        self.seen += len(chunk)
+        return chunk
+
+    def image(self) -> np.ndarray:
+        from PIL import Image
+
+        h, w = self.frames[0].shape[:2]
+        scale = min(1.0, TILE_WIDTH / w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        tiles = [np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) if scale < 1 else f for f in self.frames]
+        columns, gap = min(SHEET_COLUMNS, len(tiles)), 2
+        rows = -(-len(tiles) // columns)
+        sheet = np.full((rows * (size[1] + gap) - gap, columns * (size[0] + gap) - gap, 3), 128, np.uint8)
+        for i, tile in enumerate(tiles):
+            y, x = (i // columns) * (size[1] + gap), (i % columns) * (size[0] + gap)
+            sheet[y:y + size[1], x:x + size[0]] = tile
+        return sheet
+
+
+def preview_path(path: Path) -> Path:
+    """NAME.preview.png beside the video NAME.mp4."""
+    return Path(path).with_suffix(".preview.png")
+
+
+def write_preview(path: Path, sheet: Sheet, metadata: dict, overwrite: bool) -> Path:
+    data = encode(sheet.image(), "PNG", metadata)
+    return files.write_atomically(preview_path(path), overwrite, lambda tmp: tmp.write_bytes(data))

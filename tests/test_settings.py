@@ -28,7 +28,7 @@ EXAMPLES = dict(prompt="a red fox", negative="blurry", seed=7, model="{model}", 
                 offline=True, json=True, quiet=True, out_dir="{dir}", repeat=2, batch_size="2", force=True,
                 dry_run=True, mode="generate", video="{clip}", lora="{lora}:0.5", lora_2="{lora}",
                 cache="first-block", cache_threshold=0.1, attention="sdpa", compile=True,
-                transformer="{transformer}", transformer_2="{transformer_2}", quantize="fp8")
+                transformer="{transformer}", transformer_2="{transformer_2}", quantize="fp8", preview=True)
 # What each command needs besides the setting under test (its arguments, and for batch its folder).
 BASE = dict(generate=["a fox"], extend=["clip.mp4"], loop=["clip.mp4"], connect=["a.mp4", "b.mp4"],
             edit=["clip.mp4", "--prompt", "x"], batch=["p.txt", "--out-dir", "out"])

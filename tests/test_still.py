@@ -62,3 +62,33 @@ def test_batch_lines_make_stills(tmp_path, capsys):
     bad.write_text(json.dumps({"prompt": PROMPT, "out": "x.png"}) + "\n")
     code, _, err = call_sora(capsys, "batch", str(bad), "--out-dir", str(tmp_path / "out2"), "--dry-run")
     assert code == 2 and "holds one frame" in err
+
+
+def test_preview_writes_a_contact_sheet_of_the_video(tmp_path, capsys):
+    from PIL import Image
+
+    from sora_cli.video import read_video
+
+    out = tmp_path / "clip.mp4"
+    code, _, err = call_sora(capsys, "generate", PROMPT, "--steps", "2", "--seed", "4", "--preview", "--out",
+                             str(out))
+    assert code == 0, err
+    sheet_path = tmp_path / "clip.preview.png"
+    with Image.open(sheet_path) as image:
+        sheet = np.asarray(image.convert("RGB"))
+    assert sheet.shape == (2 * 64 + 2, 4 * 64 + 6, 3)  # 8 of the 17 frames, 4 a row, 2-pixel gaps
+    frames, _ = read_video(out)
+    for tile, index in ((sheet[:64, :64], 0), (sheet[66:, 198:], 16)):  # the first frame, and the last
+        assert np.abs(tile.astype(int) - frames[index].astype(int)).mean() < 3  # the MP4 is lossy, the sheet not
+    assert read_image_metadata(sheet_path)["seed"] == 4
+
+
+def test_batch_lines_may_ask_for_previews(tmp_path, capsys):
+    file = tmp_path / "p.jsonl"
+    file.write_text(json.dumps({"prompt": PROMPT, "seed": 1, "preview": True}) + "\n"
+                    + json.dumps({"prompt": PROMPT, "seed": 2}) + "\n")
+    code, _, err = call_sora(capsys, "batch", str(file), "--out-dir", str(tmp_path / "out"), "--steps", "1",
+                             "--frames", "5")
+    assert code == 0, err
+    previews = [p.name for p in (tmp_path / "out").glob("*.preview.png")]
+    assert len(previews) == 1 and previews[0].startswith("0001_1_"), previews

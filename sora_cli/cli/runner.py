@@ -71,7 +71,8 @@ def render_to_file(request: Request, label: str, sources: list) -> None:
         stream = editing.make(pipe, request, sources, bars)
         # The model runs as the frames are encoded; the sidecar appears with the MP4 or not at all.
         stream.write(path, overwrite=request.overwrite,
-                     sidecars={sidecar: stream.metadata} if request.metadata == "json" else None)
+                     sidecars={sidecar: stream.metadata} if request.metadata == "json" else None,
+                     preview=bool(request.preview))
     record = dict(path=str(path), elapsed=round(time.perf_counter() - started, 3), **stream.metadata)
     if request.cache == "calibrate":  # MagCache's ratios for this model, in the layout _sora.caches takes
         record["calibration"] = pipe.calibration
