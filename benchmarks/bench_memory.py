@@ -32,7 +32,7 @@ from bench_gpu import (REAL_SHAPE, TINY, TINY_SHAPE, WAN21_13B, WAN22_A14B, Env,
                        free, measure, randomise_vae)
 
 from sora_cli import quantize  # noqa: E402
-from sora_cli.memory import GIB, Placement  # noqa: E402
+from sora_cli.memory import GIB, Placement, block_weights  # noqa: E402
 from sora_cli.models.wan.transformer import TransformerConfig, WanTransformer  # noqa: E402
 from sora_cli.models.wan.vae import VAEConfig, WanVAE  # noqa: E402
 from sora_cli.models.wan.vae_tiling import Tiling  # noqa: E402
@@ -63,8 +63,7 @@ def build(cfg: dict, env: Env, mode: str) -> WanTransformer:
 
 
 def block_bytes(model: WanTransformer) -> int:
-    block = model.blocks[0]
-    return sum(t.numel() * t.element_size() for t in [*block.parameters(), *block.buffers()])
+    return sum(t.numel() * t.element_size() for t in block_weights(model.blocks[0]))
 
 
 def case_transformer(cfg: dict, env: Env, total_layers: int) -> dict:

@@ -100,8 +100,7 @@ class _ResidualCache(StepCache):
 
     def __call__(self, h: Tensor, run: Blocks, modulation: Tensor) -> Tensor:
         ready = self.residual is not None and self.residual.shape == h.shape and len(self.drift) == self.branches
-        if not ready:
-            self.drift = [_Drift() for _ in range(self.branches)]
+        # every branch's estimate moves on (a list, not a generator: all of them), and all must allow the skip
         if ready and all([self._may_skip(b, d, modulation) for b, d in enumerate(self.drift)]):
             self.skipped += 1
             return h + self.residual

@@ -116,9 +116,10 @@ class BlockStream:
         # Each resident block's CPU tensors, to put back when it has run. Taken when the copy starts, so that a
         # LoRA merged into the CPU weights in between is what the next copy carries.
         self.host: dict[int, list[Tensor]] = {}
-        for block in blocks:
+        self.tensors = [block_weights(block) for block in blocks]  # swapped in place by `.data`
+        for block, tensors in zip(blocks, self.tensors):
             block.to("cpu")
-            for tensor in _tensors(block):
+            for tensor in tensors:
                 tensor.data = tensor.data.pin_memory() if self.cuda else tensor.data
         self.hooks = [h for i, block in enumerate(blocks) for h in (
             block.register_forward_pre_hook(lambda module, args, i=i: self._before(i)),
@@ -130,7 +131,7 @@ class BlockStream:
         if i in self.ready:
             return
         context = torch.cuda.stream(self.side) if self.cuda else contextlib.nullcontext()
-        params = _tensors(self.blocks[i])
+        params = self.tensors[i]
         self.host[i] = [param.data for param in params]
         with context:
             for param, host in zip(params, self.host[i]):
@@ -143,13 +144,13 @@ class BlockStream:
         if self.cuda:
             compute = torch.cuda.current_stream(self.device)
             compute.wait_event(self.ready[i])
-            for param in _tensors(self.blocks[i]):
+            for param in self.tensors[i]:
                 param.data.record_stream(compute)  # freed only after the compute that reads it
         for k in range(1, self.ahead + 1):
             self._copy((i + k) % len(self.blocks))
 
     def _after(self, i: int) -> None:
-        for param, host in zip(_tensors(self.blocks[i]), self.host.pop(i)):
+        for param, host in zip(self.tensors[i], self.host.pop(i)):
             param.data = host
         self.ready.pop(i, None)
 
@@ -184,7 +185,7 @@ def plan(free: float, transformers: list[float], text_encoder: float, vae: float
     return Plan(offload, resident + vae_peak > budget, text_on_cpu, needs[offload])
 
 
-def _tensors(block: nn.Module) -> list[Tensor]:
+def block_weights(block: nn.Module) -> list[Tensor]:
     """A block's weights: its parameters, and its buffers (quantised weights are buffers, quantize.py)."""
     return [*block.parameters(), *block.buffers()]
 

@@ -52,14 +52,13 @@ class Pipeline:
         self.transformer_2, self.image_encoder = transformer_2, image_encoder
         self.device, self.dtype = device, dtype
         self.placement = memory.Placement(offload, device, text_on_cpu)  # where each network waits and runs
-        self.home = self.placement.home
         self.conditioning = conditioning_mode(spec.defaults.conditioning)  # how known frames reach the model
         # what was merged into each expert, as its metadata records: {"lora": [...] or None, "lora_2": ...}
         self.loras: dict = {"lora": None, "lora_2": None}
         self._merged: tuple | None = None  # the (path, scale) pairs behind them; None: not made ready yet
         self.skipped_steps = 0  # transformer calls a step cache has skipped, all renders together
         self.calibration: dict | None = None  # what the last render with --cache calibrate measured
-        self.build = build or networks.Build(dtype, self.home)  # how the transformers are made ready
+        self.build = build or networks.Build(dtype, self.placement.home)  # how the transformers are made ready
 
     @classmethod
     def from_pretrained(cls, model: str | Path | ModelSpec | None = None, device: str | torch.device | None = None,
