@@ -37,6 +37,7 @@ from . import batch_file, files, manifest
 from .batch_file import BatchFile, Item, read_batch
 from .distributed import Group, Ranks
 from .errors import BusyError, OptionError, OutputError
+from .gallery import Gallery, thumbnail
 from .request import Request
 from .settings import of_mode
 
@@ -167,11 +168,19 @@ def run(items: list[Item], out_dir: Path, group: Group, load_pipeline: Callable[
         # Ranks share out whole groups, so a group, and so its arithmetic, is the same on any number of ranks.
         mine = [[items[i] for i in unit] for unit in groups(items, todo, batch_size)[rank::world]]
         journal = out_dir / manifest.MANIFEST if world == 1 else manifest.part_path(out_dir, rank)
-        rendered, failed = render(mine, out_dir, journal, load_pipeline, on_record, on_progress)
+        shown = Gallery(out_dir, items)
+
+        def recorded(record: dict) -> None:
+            shown.update()
+            if on_record:
+                on_record(record)
+
+        rendered, failed = render(mine, out_dir, journal, load_pipeline, recorded, on_progress)
         # Adding up the counts is also the meeting at the end: after it no rank writes, and rank 0 can merge.
         rendered, failed = group.total([rendered, failed])
         if rank == 0:
             manifest.merge_parts(out_dir)
+            shown.update(final=True)
     return Summary(rendered, failed, len(items) - len(todo))
 
 
@@ -238,7 +247,8 @@ def groups(items: list[Item], todo: list[int], size: int | SizeFn) -> list[list[
         item = items[i]
         key = None
         # A step cache decides for a whole batch at once, so a cached clip is made alone, as `generate` makes it.
-        if item.mode == "generate" and not item.inputs and not item.request.loop and not item.request.cache:
+        if item.mode == "generate" and not (item.inputs or item.request.loop or item.request.cache or
+                                            item.request.storyboard):
             key = dataclasses.replace(item.request, seed=None, prompt=None)
         if out and key is not None and key == previous and len(out[-1]) < cap:
             out[-1].append(i)
@@ -322,7 +332,8 @@ def _write(item: Item, make_stream: Callable, out_dir: Path, started: float) -> 
     try:
         stream = make_stream()
         # the model runs as the frames are encoded
-        stream.write(out_dir / item.name, overwrite=True, preview=bool(item.request.preview))
+        stream.write(out_dir / item.name, overwrite=True, preview=bool(item.request.preview),
+                     animation=bool(item.request.preview_webp), thumbnail=thumbnail(out_dir, item.name))
     except Exception as e:  # one bad item must not sink the batch; Ctrl-C is not an Exception
         return _record(item, requested(item), "failed", str(e) or type(e).__name__, started)
     return _record(item, stream.metadata, "ok", None, started)

@@ -37,7 +37,7 @@ from .still import is_image
 
 LINE_ROWS = {s.name: s for s in SETTINGS if s.lines}  # every field a line may have; its JSON types
 _KIND = {(int, float): "a number", (int,): "a whole number", (str,): "text", (bool,): "true or false",
-         (str, int): "text or a whole number"}
+         (str, int): "text or a whole number", (list,): "a list"}
 LINE_OWN = ("mode", "out", "repeat", "video")  # the line's, not its video's: they name the item and its inputs
 
 
@@ -181,7 +181,7 @@ def _items(line: int, fields: dict, defaults: dict, repeat: int, out_dir: Path, 
                     labels={"prompt": "the prompt"})
     repeat = fields.get("repeat", repeat)
     check(rows["repeat"], repeat)
-    prompt = request.prompt or ""
+    prompt = request.prompt or (request.storyboard[0].prompt if request.storyboard else "")
     first = line_seed(line, prompt) if request.seed is None else request.seed
     if first + repeat - 1 >= 2**63:
         raise LineError(f"seed {first} + {repeat} repeats goes past 2^63-1")

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .request import Job
 
 StepFn = Callable[[int, int], None]  # (done, total) denoising steps over all windows
+ContextFn = Callable[[int, int], Tensor]  # a window's span [start, end) -> its prompt's encoding
 
 
 @dataclass
@@ -38,7 +39,10 @@ class Plan:
         flows back into its start (a loop); they are known once the first window has made them.
     source, strength: SDEdit, every position starts from `source` (1, C, length, h, w) noised that far.
     backward: windows run from the end to the start (extending a clip backwards).
-    anchor: the colour of later windows is held to the first one's (long continuations).
+    anchor: the colour of later windows is held to the first one's (long continuations); with cuts, to the first
+        window of each shot's.
+    cuts: the positions where a new shot (a storyboard's next prompt) starts; no window makes frames on both
+        sides of one, so every window is made from one shot's prompt.
     """
 
     length: int
@@ -51,6 +55,7 @@ class Plan:
     strength: float = 1.0
     backward: bool = False
     anchor: bool = False
+    cuts: tuple[int, ...] = ()
 
     @property
     def head_len(self) -> int:
@@ -59,6 +64,12 @@ class Plan:
     @property
     def tail_len(self) -> int:
         return self.loop_tail or (0 if self.tail is None else self.tail.shape[2])
+
+
+def model_window(pipe: Pipeline) -> tuple[int, int]:
+    """(latent frames the model takes at once, latent frames carried from one window into the next)."""
+    frames = pipe.window
+    return frames, max(1, min(max(2, frames // 4), frames - 1))
 
 
 def windows(plan: Plan) -> list[tuple[int, int]]:
@@ -72,13 +83,15 @@ def windows(plan: Plan) -> list[tuple[int, int]]:
     loop's seam is made.
     """
     n, f, k = plan.length, plan.window, plan.overlap
+    if plan.cuts and (plan.backward or plan.tail_len or not all(0 < c < n for c in plan.cuts)):
+        raise ValueError("shots are cut inside a forward plan without a known end")
     if plan.backward:  # the mirror image of a forward plan: see `run` for the dropped first frame
         mirrored = Plan(n, f, k, head=plan.tail, tail=plan.head)
         return [(n - e, n - s) for s, e in windows(mirrored)]
     a, b = plan.head_len, plan.tail_len
     if a + b >= n:
         raise ValueError(f"nothing to make: {a + b} of {n} latent frames are known")
-    if n <= f and not plan.loop_tail:
+    if n <= f and not plan.loop_tail and not plan.cuts:
         return [(0, n)]
     if not 0 < k < f - 1:
         raise ValueError(f"a window of {f} latent frames cannot open on a made frame, carry {k} and make more")
@@ -93,17 +106,19 @@ def windows(plan: Plan) -> list[tuple[int, int]]:
         if last < max(a, 1 + b if plan.loop_tail else 0) or last >= n - b:
             raise ValueError(f"{n} latent frames are too few for this plan (window {f}, overlap {k})")
     spans, end = [], a
-    while end < last:
-        # an opening frame and `overlap` carried ones, more where the window would otherwise run past the end
-        start = max(0, min(end - k - 1, last - f)) if spans else 0
-        end = min(start + f, last)
-        spans.append((start, end))
+    for stop in [c for c in sorted(set(plan.cuts)) if c > a] + [last]:  # each shot's windows end on its cut
+        while end < stop:
+            # an opening frame and `overlap` carried ones, more where the window would otherwise run past the end
+            start = max(0, min(end - k - 1, stop - f)) if spans else 0
+            end = min(start + f, stop)
+            spans.append((start, end))
     return spans + ([(max(0, n - f), n)] if last < n else [])
 
 
-def run(pipe: Pipeline, job: Job, context: Tensor, plan: Plan, generator: torch.Generator,
+def run(pipe: Pipeline, job: Job, context: Tensor | ContextFn, plan: Plan, generator: torch.Generator,
         on_step: StepFn | None = None) -> Iterator[Tensor]:
-    """Yields the sequence's latent frames (1, C, 1, h, w) in order, each as soon as it is final."""
+    """Yields the sequence's latent frames (1, C, 1, h, w) in order, each as soon as it is final. `context`: the
+    prompt's encoding for every window, or a function of a window's span that gives its own (a storyboard's)."""
     spans = windows(plan)
     done: dict[int, Tensor] = {}  # position -> final latent frame; only what later windows or the output need
     if plan.head is not None:
@@ -131,8 +146,11 @@ def run(pipe: Pipeline, job: Job, context: Tensor, plan: Plan, generator: torch.
                     on_step(made + i, made + n * (len(spans) - w))
 
             strength = plan.strength if plan.source is not None else 1.0
-            latents = pipe.denoise(job, context, noise, known, strength, report)  # (1, C, e - s, h, w)
+            prompt = context(s, e) if callable(context) else context
+            latents = pipe.denoise(job, prompt, noise, known, strength, report)  # (1, C, e - s, h, w)
             made += ran
+            if s + new[0] in plan.cuts:
+                reference = None  # a new shot: its colours are its own
             if plan.anchor and e - s > 1:
                 if reference is None:
                     # without the window's first frame: a lone video frame's latent (or an opening frame that is

@@ -22,17 +22,17 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 from torch import Tensor
 
-from . import chain, clips
+from . import chain, clips, storyboard
 from .clips import Clip
 from .errors import OptionError
 from .settings import check, of_mode
+from .stream import ProgressFn, Stream, as_stream, keep_given
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -41,38 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("sora")
 EXTEND_SECONDS = of_mode("extend")["seconds"].default
 STRENGTH = of_mode("edit")["strength"].default
-ProgressFn = Callable[[str, int, int], None]
-
-
-@dataclass
-class Stream:
-    """A video being made: the model runs as `chunks` is iterated, each a (t, H, W, 3) uint8 array."""
-
-    chunks: Iterator[np.ndarray]
-    num_frames: int
-    fps: float
-    seed: int
-    metadata: dict
-
-    def write(self, path: Path, overwrite: bool = False, sidecars: dict[Path, dict] | None = None,
-              preview: bool = False) -> Path:
-        """Encode the frames as they are made, as an MP4, or as an image (.png, .jpg, .webp) for one frame; if
-        making them fails, no file is left behind. `sidecars` (JSON files beside it) appear with it or not at all;
-        `preview` also writes a contact sheet of its frames beside it, once it is written (still.py)."""
-        from . import files
-        from .mp4 import Mp4Writer
-        from .still import ImageWriter, Sheet, is_image, preview_path, write_preview
-
-        writer = ImageWriter if is_image(path) else Mp4Writer  # a one-frame video may be written as an image
-        sheet = Sheet(self.num_frames) if preview and self.num_frames > 1 else None
-        if sheet is not None:
-            files.refuse_existing(preview_path(path), overwrite)
-        with writer(path, self.fps, self.metadata, overwrite, sidecars=sidecars) as out:
-            for chunk in self.chunks:
-                out.write(sheet.add(chunk) if sheet is not None else chunk)
-        if sheet is not None:
-            write_preview(path, sheet, self.metadata, overwrite)
-        return Path(path)
 
 
 def make(pipe: Pipeline, request: Request, sources: list[Clip], on_progress: ProgressFn | None = None) -> Stream:
@@ -90,13 +58,9 @@ def make(pipe: Pipeline, request: Request, sources: list[Clip], on_progress: Pro
     if r.mode == "edit":
         return edit(pipe, first, r.prompt, r.strength, **kw)
     image = next(images) if r.image else None
+    if r.storyboard:
+        return storyboard.make(pipe, r.storyboard, r.prompt, image, **kw)
     return generate(pipe, r.prompt, image, r.loop, last_image=next(images) if r.last_image else None, **kw)
-
-
-def window(pipe: Pipeline) -> tuple[int, int]:
-    """(latent frames the model takes at once, latent frames carried from one window into the next)."""
-    frames = pipe.window
-    return frames, max(1, min(max(2, frames // 4), frames - 1))
 
 
 def generate(pipe: Pipeline, prompt: str, image: Clip | None = None, loop: bool = False, fit: str = "crop",
@@ -117,8 +81,8 @@ def generate(pipe: Pipeline, prompt: str, image: Clip | None = None, loop: bool 
     extra = dict(image=image and image.name, last_image=last_image and last_image.name, loop=loop or None)
     if pipe.takes_images:
         made, total = _from_images(pipe, job, fitted, loop, on_progress)
-        return _stream(job, made, total, "generate", {key: v for key, v in extra.items() if v is not None})
-    f, k = window(pipe)
+        return as_stream(job, made, total, "generate", {key: v for key, v in extra.items() if v is not None})
+    f, k = chain.model_window(pipe)
     length = pipe.latent_frames(job.num_frames)
     head = pipe.encode(fitted[0][None]) if 0 in fitted else None  # (1, C, 1, h, w)
     tail = encode_start(pipe, fitted[-1][None], 1) if -1 in fitted else None  # the image held: its last latent
@@ -133,8 +97,8 @@ def generate(pipe: Pipeline, prompt: str, image: Clip | None = None, loop: bool 
     if spans == 1 and not fitted and not loop:  # plain text-to-video in one window: the pipeline's own path
         made = _sampled(pipe, job, on_progress)
     extra["windows"] = spans if spans > 1 else None
-    made = _keep_given(made, fitted, job.num_frames)
-    return _stream(job, made, total, "generate", {key: v for key, v in extra.items() if v is not None})
+    made = keep_given(made, fitted, job.num_frames)
+    return as_stream(job, made, total, "generate", {key: v for key, v in extra.items() if v is not None})
 
 
 def _from_images(pipe: Pipeline, job: Job, fitted: dict[int, np.ndarray], loop: bool,
@@ -155,7 +119,7 @@ def _from_images(pipe: Pipeline, job: Job, fitted: dict[int, np.ndarray], loop: 
 
     def frames() -> Iterator[np.ndarray]:
         latents = pipe.sample([job], on_progress=progress, image=pipe.image_input(job, fitted))
-        yield from _keep_given(_decode(pipe, iter(latents.split(1, dim=2)), 0, total, progress), fitted,
+        yield from keep_given(_decode(pipe, iter(latents.split(1, dim=2)), 0, total, progress), fitted,
                                job.num_frames)
 
     total = job.num_frames - 1 if loop else job.num_frames
@@ -164,7 +128,7 @@ def _from_images(pipe: Pipeline, job: Job, fitted: dict[int, np.ndarray], loop: 
 
 def fits_one_window(pipe: Pipeline, job: Job) -> bool:
     """Whether the job's text-to-video clip is made in one window: what `generate_many` batches."""
-    return pipe.latent_frames(job.num_frames) <= window(pipe)[0]
+    return pipe.latent_frames(job.num_frames) <= chain.model_window(pipe)[0]
 
 
 def generate_many(pipe: Pipeline, prompts: list[str], seeds: list[int], on_progress: ProgressFn | None = None,
@@ -177,7 +141,7 @@ def generate_many(pipe: Pipeline, prompts: list[str], seeds: list[int], on_progr
         raise OptionError(f"only clips of one window ({pipe.defaults.num_frames} frames or fewer) are made together")
     progress = on_progress or (lambda stage, done, total: None)
     latents = pipe.sample(jobs, on_progress=progress)
-    return [_stream(job, _decode(pipe, iter(latents[i:i + 1].split(1, dim=2)), 0, job.num_frames, progress),
+    return [as_stream(job, _decode(pipe, iter(latents[i:i + 1].split(1, dim=2)), 0, job.num_frames, progress),
                     job.num_frames, "generate", {}) for i, job in enumerate(jobs)]
 
 
@@ -185,7 +149,7 @@ def extend(pipe: Pipeline, clip: Clip, seconds: float = EXTEND_SECONDS, prompt: 
            backward: bool = False, fit: str = "crop", on_progress: ProgressFn | None = None, **settings) -> Stream:
     """The clip with `seconds` of new frames after it (or before it, backwards)."""
     job, clip = _prepare(pipe, prompt, clip, fit, settings)
-    f, k = window(pipe)
+    f, k = chain.model_window(pipe)
     st = pipe.temporal_stride
     new = max(1, round(seconds * job.fps))
     if pipe.takes_images:  # image-to-video from the clip's last frame (or, backwards, there is no first frame)
@@ -205,7 +169,7 @@ def extend(pipe: Pipeline, clip: Clip, seconds: float = EXTEND_SECONDS, prompt: 
         end = st * (g - 1)
         parts = [_frames(pipe, job, plan, end - new, end, on_progress), [clip.frames]]
     extra = dict(source=clip.name, backward=backward, new_frames=new)
-    return _stream(job, itertools.chain(*parts), len(clip.frames) + new, "extend", extra)
+    return as_stream(job, itertools.chain(*parts), len(clip.frames) + new, "extend", extra)
 
 
 def loop(pipe: Pipeline, clip: Clip, seconds: float | None = None, duration: float | None = None,
@@ -228,7 +192,7 @@ def loop(pipe: Pipeline, clip: Clip, seconds: float | None = None, duration: flo
             yield piece
 
     extra = dict(source=clip.name, transition_frames=count, period_frames=period, duration=duration)
-    return _stream(job, chunks(), total, "loop", extra)
+    return as_stream(job, chunks(), total, "loop", extra)
 
 
 def connect(pipe: Pipeline, first: Clip, second: Clip, seconds: float | None = None, prompt: str | None = None,
@@ -239,7 +203,7 @@ def connect(pipe: Pipeline, first: Clip, second: Clip, seconds: float | None = N
     made, count = bridge(pipe, job, first.frames, second.frames, seconds, on_progress)
     extra = dict(source=first.name, target=second.name, transition_frames=count)
     total = len(first.frames) + count + len(second.frames)
-    return _stream(job, itertools.chain([first.frames], made, [second.frames]), total, "connect", extra)
+    return as_stream(job, itertools.chain([first.frames], made, [second.frames]), total, "connect", extra)
 
 
 def edit(pipe: Pipeline, clip: Clip, prompt: str, strength: float = STRENGTH, fit: str = "crop",
@@ -250,20 +214,20 @@ def edit(pipe: Pipeline, clip: Clip, prompt: str, strength: float = STRENGTH, fi
         raise OptionError("edit redoes every frame, which an image-to-video checkpoint cannot: it needs a given "
                           "first frame; use a text-to-video model")
     job, clip = _prepare(pipe, prompt, clip, fit, settings)
-    f, k = window(pipe)
+    f, k = chain.model_window(pipe)
     st = pipe.temporal_stride
     count = st * math.ceil((len(clip.frames) - 1) / st) + 1  # the VAE takes 4n + 1 frames: hold the last one
     source = pipe.encode(clips.hold(clip.frames, count))
     plan = chain.Plan(source.shape[2], f, k, source=source, strength=strength)
     made = _frames(pipe, job, plan, 0, len(clip.frames), on_progress)
-    return _stream(job, made, len(clip.frames), "edit", dict(source=clip.name, strength=strength))
+    return as_stream(job, made, len(clip.frames), "edit", dict(source=clip.name, strength=strength))
 
 
 def bridge(pipe: Pipeline, job: Job, before: np.ndarray, after: np.ndarray, seconds: float | None,
            on_progress: ProgressFn | None) -> tuple[Iterator[np.ndarray], int]:
     """New frames leading from the end of `before` into the start of `after`, and how many (4n - 1). A
     first-last-frame checkpoint makes them from the two frames they join."""
-    f, k = window(pipe)
+    f, k = chain.model_window(pipe)
     st = pipe.temporal_stride
     # as much of each clip as the window allows, the start of the second one frame shorter (its frame 0 is made)
     b = max(1, min(k - 1, (len(after) - 1) // st, f - k - 1))
@@ -353,23 +317,3 @@ def _decode(pipe: Pipeline, latents: Iterator[Tensor], first: int, stop: int,
         done += len(chunk)
         progress("decode", done, stop - first)
         yield chunk
-
-
-def _keep_given(chunks: Iterable[np.ndarray], given: dict[int, np.ndarray], length: int) -> Iterator[np.ndarray]:
-    """Frames given as input (video frame index, negative from the end of a `length`-frame clip -> frame) are
-    written as given, not as the VAE reconstructs them."""
-    given = {p % length: frame for p, frame in given.items()}
-    position = 0
-    for chunk in chunks:
-        inside = [p - position for p in given if position <= p < position + len(chunk)]
-        if inside:
-            chunk = chunk.copy()
-            for i in inside:
-                chunk[i] = given[position + i]
-        position += len(chunk)
-        yield chunk
-
-
-def _stream(job: Job, chunks: Iterable[np.ndarray], total: int, operation: str, extra: dict) -> Stream:
-    metadata = dict(job.metadata, operation=operation, num_frames=total, **extra)
-    return Stream(iter(chunks), total, job.fps, job.seed, metadata)

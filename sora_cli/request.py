@@ -68,9 +68,12 @@ def parse(rows: dict[str, Setting], given: dict, mode: str = "generate", videos:
     row of `rows` and the defaults filled in. OptionError names the first value that is not allowed, by its
     option unless `labels` names it otherwise."""
     labels = labels or {}
+    def said(name: str) -> bool:  # a switch left off says nothing
+        return given.get(name) is not None and given.get(name) is not False
+
     for name, row in rows.items():
-        if given.get(name) is not None:
-            clash = [rows[o].option for o in row.excludes if o in rows and given.get(o) is not None]
+        if said(name):
+            clash = [rows[o].option for o in row.excludes if o in rows and said(o)]
             if clash:
                 raise OptionError(f"{row.option} cannot be combined with {'/'.join(clash)}; use one or the other")
     values = {}
@@ -79,6 +82,9 @@ def parse(rows: dict[str, Setting], given: dict, mode: str = "generate", videos:
         if value is None and row.required:  # only a batch line: the command line enforces its own
             raise OptionError(f"'{name}' is missing")
         values[name] = row.default if value is None else table.check(row, value, labels.get(name))
+    if mode == "generate" and values.get("prompt") is None and values.get("storyboard") is None:
+        what = "'prompt'" if "prompt" in labels else "the PROMPT argument"
+        raise OptionError(f"{what} is missing: say what the video shows (or give a storyboard of shots)")
     return Request(mode=mode, videos=tuple(videos), **{k: v for k, v in values.items() if k not in _NOT_FIELDS})
 
 

@@ -24,6 +24,7 @@ from typing import Callable
 from .errors import OptionError
 from .parsers import (check_text, parse_aspect, parse_device, parse_dtype, parse_lora, parse_resolution, parse_size,
                       parse_weights_file)
+from .shots import parse_storyboard
 
 MODES = ("generate", "extend", "loop", "connect", "edit")  # the commands that make one video; batch lines' modes
 EDITS = MODES[1:]
@@ -165,8 +166,8 @@ _MODEL_DEFAULT = "Default: the model's."
 
 SETTINGS: tuple[Setting, ...] = (
     # What the video shows.
-    Setting("prompt", str, "What the video shows.", ("generate",), ("generate",), text=True, required=True,
-            argument=True, job=("prompt",), metadata=("prompt",)),
+    Setting("prompt", str, "What the video shows. With --storyboard, optional: said before every shot's prompt.",
+            ("generate",), ("generate",), text=True, argument=True, job=("prompt",), metadata=("prompt",)),
     Setting("prompt", str, "What the new frames show. Default: the prompt sora stored in the input, if any.",
             ("extend", "loop", "connect"), ("extend", "loop", "connect"), text=True),
     Setting("prompt", str, "What the result should show.", ("edit",), ("edit",), text=True, required=True),
@@ -247,6 +248,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("last_image", Path, "Image (png, jpg, webp) to end on: the last frame.", ("generate",), ("generate",)),
     Setting("loop", bool, "Make the last frame flow into the first (one frame fewer than asked).", ("generate",),
             ("generate",), default=False),
+    Setting("storyboard", str, "A .json file of shots, [{\"prompt\": ..., \"seconds\": ...}, ...], made as one "
+            "video: the prompt changes where a shot starts, the picture carries on (\"cut\": true starts a shot "
+            "afresh). A batch line gives the list itself.", ("generate",), ("generate",),
+            parse=lambda v: parse_storyboard(v, MAX_SECONDS), json_kinds=(list,),
+            excludes=("frames", "seconds", "loop", "last_image")),
     Setting("fit", str, "How an input of another shape is fitted: crop (keep the centre), pad or stretch.", MODES,
             MODES, default="crop", choices=("crop", "pad", "stretch")),
     Setting("backward", bool, "Add the new frames before the clip, leading into it.", ("extend",), ("extend",),
@@ -264,6 +270,9 @@ SETTINGS: tuple[Setting, ...] = (
             default="mp4", choices=("mp4", "json")),
     Setting("preview", bool, "Also write NAME.preview.png beside the video: a contact sheet of up to 8 of its "
             "frames, first to last.", _RENDER, MODES, default=False),
+    Setting("preview_webp", bool, "Also write NAME.preview.webp beside the video: a small looping animation of it "
+            "(at most 12 frames a second and 256 pixels wide) that browsers and image viewers play.", _RENDER,
+            MODES, default=False),
     Setting("overwrite", bool, "Replace an existing output file.", MODES, default=False),
     Setting("device", str, "cuda, mps or cpu. Default: the best available (under torchrun: cuda:LOCAL_RANK).",
             _RENDER, parse=parse_device),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -99,15 +100,19 @@ def read_image_metadata(path: Path) -> dict:
 
 
 SHEET_FRAMES, SHEET_COLUMNS, TILE_WIDTH = 8, 4, 256
+ANIMATION_FPS, ANIMATION_FRAMES = 12, 240
+THUMB_WIDTH = 160
 
 
 class Sheet:
-    """Collects up to SHEET_FRAMES frames of a `num_frames` video, evenly spaced from the first to the last, as
-    its chunks go by; `image()` lays them out, SHEET_COLUMNS a row, each at most TILE_WIDTH pixels wide."""
+    """Collects up to `count` frames of a `num_frames` video, evenly spaced from the first to the last, as its
+    chunks go by; `image()` lays them out, `columns` a row, each at most `tile` pixels wide."""
 
-    def __init__(self, num_frames: int):
-        count = min(SHEET_FRAMES, num_frames)
+    def __init__(self, num_frames: int, count: int = SHEET_FRAMES, columns: int = SHEET_COLUMNS,
+                 tile: int = TILE_WIDTH):
+        count = min(count, num_frames)
         self.wanted = {round(i * (num_frames - 1) / max(1, count - 1)) for i in range(count)}
+        self.columns, self.tile = columns, tile
         self.seen, self.frames = 0, []
 
     def add(self, chunk: np.ndarray) -> np.ndarray:
@@ -115,14 +120,19 @@ class Sheet:
         self.seen += len(chunk)
         return chunk
 
+    def save(self, path: Path, metadata: dict, overwrite: bool) -> Path:
+        """The sheet as a PNG carrying `metadata`, whole or not at all."""
+        data = encode(self.image(), "PNG", metadata)
+        return files.write_atomically(path, overwrite, lambda tmp: tmp.write_bytes(data))
+
     def image(self) -> np.ndarray:
         from PIL import Image
 
         h, w = self.frames[0].shape[:2]
-        scale = min(1.0, TILE_WIDTH / w)
+        scale = min(1.0, self.tile / w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         tiles = [np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) if scale < 1 else f for f in self.frames]
-        columns, gap = min(SHEET_COLUMNS, len(tiles)), 2
+        columns, gap = min(self.columns, len(tiles)), 2
         rows = -(-len(tiles) // columns)
         sheet = np.full((rows * (size[1] + gap) - gap, columns * (size[0] + gap) - gap, 3), 128, np.uint8)
         for i, tile in enumerate(tiles):
@@ -131,11 +141,51 @@ class Sheet:
         return sheet
 
 
-def preview_path(path: Path) -> Path:
-    """NAME.preview.png beside the video NAME.mp4."""
-    return Path(path).with_suffix(".preview.png")
+class Animation:
+    """A video as a small looping animated WebP, which browsers and image viewers play: at most ANIMATION_FPS
+    frames a second and ANIMATION_FRAMES frames (evenly thinned beyond), each at most TILE_WIDTH pixels wide,
+    shrunk as the chunks go by so a long video costs little memory."""
+
+    def __init__(self, num_frames: int, fps: float):
+        self.every = max(math.ceil(fps / ANIMATION_FPS), math.ceil(num_frames / ANIMATION_FRAMES))
+        self.duration = round(1000 * self.every / fps)  # milliseconds a frame is shown
+        self.seen, self.frames = 0, []
+
+    def add(self, chunk: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        for i in range(-self.seen % self.every, len(chunk), self.every):
+            image = Image.fromarray(chunk[i])
+            if image.width > TILE_WIDTH:
+                image = image.resize((TILE_WIDTH, max(1, round(image.height * TILE_WIDTH / image.width))),
+                                     Image.BILINEAR)
+            self.frames.append(image)
+        self.seen += len(chunk)
+        return chunk
+
+    def save(self, path: Path, metadata: dict, overwrite: bool) -> Path:
+        from PIL import Image
+
+        exif = Image.Exif()
+        exif[_DESCRIPTION] = json.dumps(metadata, default=str)
+
+        def fill(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                self.frames[0].save(f, "WEBP", save_all=True, append_images=self.frames[1:], loop=0,
+                                    duration=self.duration, quality=80, exif=exif)
+        return files.write_atomically(path, overwrite, fill)
 
 
-def write_preview(path: Path, sheet: Sheet, metadata: dict, overwrite: bool) -> Path:
-    data = encode(sheet.image(), "PNG", metadata)
-    return files.write_atomically(preview_path(path), overwrite, lambda tmp: tmp.write_bytes(data))
+def previews(path: Path, num_frames: int, fps: float, sheet: bool = False, animation: bool = False,
+             thumbnail: Path | None = None) -> dict[Path, Sheet | Animation]:
+    """What to write beside a video as its frames go by: its contact sheet (NAME.preview.png), its animation
+    (NAME.preview.webp), each for a video of more than one frame; and its first, middle and last frame side by side
+    at `thumbnail` (a batch's gallery)."""
+    out: dict[Path, Sheet | Animation] = {}
+    if sheet and num_frames > 1:
+        out[Path(path).with_suffix(".preview.png")] = Sheet(num_frames)
+    if animation and num_frames > 1:
+        out[Path(path).with_suffix(".preview.webp")] = Animation(num_frames, fps)
+    if thumbnail is not None:
+        out[Path(thumbnail)] = Sheet(num_frames, 3, 3, THUMB_WIDTH)
+    return out

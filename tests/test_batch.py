@@ -41,6 +41,14 @@ def videos(out_dir: Path) -> list[str]:
     return sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*.mp4") if not p.name.startswith("."))
 
 
+def finished_folder(out_dir: Path) -> list[str]:
+    """What a batch that wrote `videos(out_dir)` leaves in its folder: the videos, the manifest and the gallery,
+    whose thumbnails are one a video (and nowhere a hidden part file)."""
+    thumbs = sorted(p.name for p in (out_dir / "thumbs").iterdir())
+    assert thumbs == sorted(name + ".png" for name in videos(out_dir))
+    return sorted([*videos(out_dir), "manifest.jsonl", "grid.png", "index.html", "thumbs"])
+
+
 def test_txt_lines_seeds_and_names(tmp_path):
     file = tmp_path / "p.txt"
     file.write_text("# a comment\n\na red fox\n   \n  shot #2: snow/../../falls  \n")
@@ -468,7 +476,7 @@ def test_interrupted_batch_leaves_no_partial_file_and_resumes(tiny_wan_dir, tmp_
     assert (code, err.strip().splitlines()[-1]) == ((130, "interrupted") if stop == "ctrl-c" else
                                                     (143, "stopped by SIGTERM"))
     assert len(videos(out)) == 1 and len(records(out)) == 1
-    assert sorted(p.name for p in out.iterdir()) == sorted([*videos(out), "manifest.jsonl"]), "no partial files"
+    assert sorted(p.name for p in out.iterdir()) == finished_folder(out), "no partial files"
 
     monkeypatch.setattr(cli_batch, "Bars", real_bars)
     code, stdout, _ = call_sora(capsys, *args)

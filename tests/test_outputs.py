@@ -21,6 +21,7 @@ from sora_cli.batch import LOCK
 from sora_cli.errors import OutputError
 from sora_cli.mp4 import Mp4Writer, write_mp4
 from sora_cli.video import probe
+from test_batch import finished_folder
 from test_cli import call_sora
 from test_video import META, gradient_clip, leftovers
 
@@ -339,7 +340,7 @@ def test_a_batch_into_a_folder_in_use_stops_before_rendering(tiny_wan_dir: Path,
     code, stdout, _ = call_sora(capsys, *args)
     assert code == 0 and len(stdout.splitlines()) == 5
     assert len(videos(out)) == 5 and oks(out) == videos(out)
-    assert leftovers(out) == sorted([*videos(out), "manifest.jsonl"])
+    assert leftovers(out) == finished_folder(out)
 
 
 def test_two_batches_started_together_render_each_item_once(tiny_wan_dir: Path, tmp_path: Path) -> None:
@@ -356,7 +357,7 @@ def test_two_batches_started_together_render_each_item_once(tiny_wan_dir: Path, 
         assert results[1][0] == 1 and results[1][1] == ""
         assert results[1][2].splitlines() == [results[1][2].splitlines()[0]]
         assert results[1][2].startswith(f"error: {out} is in use by another sora batch (pid ")
-    assert leftovers(out) == sorted([*videos(out), "manifest.jsonl"])
+    assert leftovers(out) == finished_folder(out)
 
 
 def test_every_torchrun_rank_stops_when_the_folder_is_in_use(tiny_wan_dir: Path, tmp_path: Path) -> None:

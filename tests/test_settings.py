@@ -28,7 +28,8 @@ EXAMPLES = dict(prompt="a red fox", negative="blurry", seed=7, model="{model}", 
                 offline=True, json=True, quiet=True, out_dir="{dir}", repeat=2, batch_size="2", force=True,
                 dry_run=True, mode="generate", video="{clip}", lora="{lora}:0.5", lora_2="{lora}",
                 cache="first-block", cache_threshold=0.1, attention="sdpa", compile=True,
-                transformer="{transformer}", transformer_2="{transformer_2}", quantize="fp8", preview=True)
+                transformer="{transformer}", transformer_2="{transformer_2}", quantize="fp8", preview=True,
+                preview_webp=True, storyboard="shots.json")
 # What each command needs besides the setting under test (its arguments, and for batch its folder).
 BASE = dict(generate=["a fox"], extend=["clip.mp4"], loop=["clip.mp4"], connect=["a.mp4", "b.mp4"],
             edit=["clip.mp4", "--prompt", "x"], batch=["p.txt", "--out-dir", "out"])
@@ -95,6 +96,8 @@ def line(mode: str, name: str, workspace: Path) -> dict:
         value = ["clip.mp4", "a.mp4"] if mode == "connect" else "clip.mp4"
     elif name == "mode":
         value = mode
+    elif name == "storyboard":  # a line gives the shots themselves
+        value = [{"prompt": "a fox", "seconds": 1}]
     return fields | {name: value}
 
 

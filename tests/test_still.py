@@ -56,7 +56,8 @@ def test_batch_lines_make_stills(tmp_path, capsys):
                     + json.dumps({"prompt": PROMPT, "frames": 1, "seed": 2, "out": "named.webp"}) + "\n")
     code, _, err = call_sora(capsys, "batch", str(file), "--out-dir", str(tmp_path / "out"), "--steps", "2")
     assert code == 0, err
-    made = sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix != ".jsonl")
+    gallery = ("grid.png", "index.html", "thumbs")
+    made = sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix != ".jsonl" and p.name not in gallery)
     assert made[0].endswith("_1_a-red-circle-on-a-black-background.png") and made[1] == "named.webp", made
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": PROMPT, "out": "x.png"}) + "\n")

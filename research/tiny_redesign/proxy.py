@@ -18,6 +18,11 @@ sampler, 20 steps, guidance 4, one pass, seed i), with these switches:
                       output as a velocity (prediction "flow_prediction").
   --size-scale K      each object's nominal radius times K (the world caps it at MAX_SIZE 0.28 units and keeps the
                       outline inside the frame); held-out scenes are scaled alike.
+  --patch 2|1         1x2x2 (64 tokens a frame) or 1x1x1 (256) patches instead of 1x4x4 (16).
+  --place centre      every object (training and held-out) at the frame's centre: a diagnostic that takes the
+                      object's position, and so the averaging over places at high noise, out of the problem.
+  --shape-only        every object red on black: the shape word is the only word that varies (a diagnostic: can
+                      the shape be learnt at all when no other word competes for the network's first steps?).
 
 Writes research/tiny_redesign/runs/NAME.json (command, steps, s/step, loss, judged shares) and NAME.png (5 shapes
 x 3 seeds, "a red SHAPE on a white background").
@@ -55,9 +60,17 @@ CACHE = Path("/tmp/tiny_redesign_cache")
 GRID = ("red", "white")  # colour and background of the picture grid
 
 
+PLACE = "random"  # set from --place
+SHAPE_ONLY = False  # set from --shape-only
+
+
 def scaled(scenes: list[world.Scene], k: float) -> list[world.Scene]:
     for s in scenes:
         s.objects[0].size = min(s.objects[0].size * k, world.MAX_SIZE)
+        if PLACE == "centre":
+            s.objects[0].x = s.objects[0].y = 0.5
+        if SHAPE_ONLY:
+            s.objects[0].color, s.background = "red", "black"
     return scenes
 
 
@@ -98,7 +111,7 @@ class Net(nn.Module):
 def data(pipe: Pipeline, k: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[world.Scene]]:
     """Latents (N, 16, 1, 16, 16), caption states (N, 40, 384) fp16->fp32, word ids (N, 3), cached in /tmp."""
     scenes = scaled(still_scenes("train", IMAGES, 0), k)
-    path = CACHE / f"train_k{k}.pt"
+    path = CACHE / f"train_k{k}{'_centre' if PLACE == 'centre' else ''}{'_shape' if SHAPE_ONLY else ''}.pt"
     if path.exists():
         d = torch.load(path)
     else:
@@ -120,7 +133,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
         empty = pipe.encode_text([""])[0].float()
     warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
     torch.manual_seed(0)
-    config = TransformerConfig.from_dict(dict(TINY_DIT, patch_size=(1, 4, 4)))
+    config = TransformerConfig.from_dict(dict(TINY_DIT, patch_size=(1, args.patch, args.patch)))
     net = Net(WanTransformer(config), Tokens() if args.cond == "tokens" else None).train()
     print(f"{sum(t.numel() for t in net.parameters()) / 1e6:.2f} M parameters", flush=True)
     optimizer = torch.optim.AdamW(net.parameters(), lr=5e-4, weight_decay=0.01, betas=(0.9, 0.99))
@@ -205,7 +218,7 @@ def follow(pipe: Pipeline, net: Net, target: str, k: float, count: int = 40) -> 
     from probe_word_use import pair
     rng, gen = np.random.default_rng(5), torch.Generator().manual_seed(5)
     out = {}
-    for word in ("shape", "colour"):
+    for word in ("shape",) if SHAPE_ONLY else ("shape", "colour"):
         pairs = []
         while len(pairs) < count:
             p = pair(rng, word)
@@ -267,6 +280,9 @@ def main() -> None:
     parser.add_argument("--noise", choices=("shift3", "logitnormal", "band"), default="shift3")
     parser.add_argument("--target", choices=("x0", "v"), default="x0")
     parser.add_argument("--size-scale", type=float, default=1.0)
+    parser.add_argument("--patch", type=int, choices=(1, 2, 4), default=4)
+    parser.add_argument("--place", choices=("random", "centre"), default="random")
+    parser.add_argument("--shape-only", action="store_true")
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0)
@@ -276,6 +292,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    global PLACE, SHAPE_ONLY
+    PLACE, SHAPE_ONLY = args.place, args.shape_only
     pipe = Pipeline.from_pretrained(None, device="cpu")
     if args.prepare:
         data(pipe, args.size_scale)

@@ -25,7 +25,8 @@ def run(command: str, given: dict, inputs: tuple[Path, ...] = ()) -> None:
     request = parse(of_command(command), given, command, videos=inputs)
     sources = [read(Path(path)) for path in request.inputs]  # an unreadable input stops here
     # The automatic file name: the prompt, else the one sora stored in the input, else the input's name.
-    label = request.prompt or (sources and str(sources[0].metadata.get("prompt") or "")) or \
+    label = request.prompt or (request.storyboard and request.storyboard[0].prompt) or \
+        (sources and str(sources[0].metadata.get("prompt") or "")) or \
         f"{Path(inputs[0]).stem} {command}"
     render_to_file(request, label, sources)
 
@@ -53,6 +54,8 @@ def render_to_file(request: Request, label: str, sources: list) -> None:
         caching.threshold(request.cache, request.cache_threshold, spec.defaults.caches)
     kw = request.pipeline_kwargs(spec)
     frames = kw.get("num_frames") or (spec.defaults.num_frames if request.mode == "generate" else None)
+    if is_image(path) and request.storyboard:
+        raise OptionError(f"--out {path.name}: a storyboard makes a video; give an .mp4 name")
     if is_image(path) and frames != 1:
         raise OptionError(f"--out {path.name}: an image holds one frame, and this makes "
                           f"{frames or 'a video of several'}{'' if frames is None else ' frames'}; give --frames 1 "
@@ -72,7 +75,7 @@ def render_to_file(request: Request, label: str, sources: list) -> None:
         # The model runs as the frames are encoded; the sidecar appears with the MP4 or not at all.
         stream.write(path, overwrite=request.overwrite,
                      sidecars={sidecar: stream.metadata} if request.metadata == "json" else None,
-                     preview=bool(request.preview))
+                     preview=bool(request.preview), animation=bool(request.preview_webp))
     record = dict(path=str(path), elapsed=round(time.perf_counter() - started, 3), **stream.metadata)
     if request.cache == "calibrate":  # MagCache's ratios for this model, in the layout _sora.caches takes
         record["calibration"] = pipe.calibration
