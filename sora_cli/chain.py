@@ -149,9 +149,9 @@ def run(pipe: Pipeline, job: Job, context: Tensor | ContextFn, plan: Plan, gener
             prompt = context(s, e) if callable(context) else context
             latents = pipe.denoise(job, prompt, noise, known, strength, report)  # (1, C, e - s, h, w)
             made += ran
-            if s + new[0] in plan.cuts:
-                reference = None  # a new shot: its colours are its own
-            if plan.anchor and e - s > 1:
+            if plan.anchor and s + new[0] in plan.cuts:  # a new shot: its colours are its own, not those carried
+                reference = latents[:, :, new].mean(dim=(2, 3, 4), keepdim=True)
+            elif plan.anchor and e - s > 1:
                 if reference is None:
                     # without the window's first frame: a lone video frame's latent (or an opening frame that is
                     # dropped) has statistics of its own, and the later windows are anchored on the others

@@ -16,6 +16,7 @@ from sora_cli.shots import MAX_SHOTS, Shot, parse_storyboard
 from sora_cli.tiny import judge
 from sora_cli.video import probe, read_metadata, read_video
 from test_cli import call_sora
+from test_editing import run_fake
 
 RED, BLUE, GREEN = (f"a {c} circle on a black background" for c in ("red", "blue", "green"))
 
@@ -76,6 +77,18 @@ def test_no_window_makes_frames_on_both_sides_of_a_cut(plan):
         assert not any(new[0] < c <= new[-1] for c in plan.cuts), (s, e)
         made = e
     assert made == plan.length
+
+
+def test_each_shot_is_anchored_to_its_own_colours():
+    plan = chain.Plan(13, 5, 2, cuts=(7,), anchor=True)
+    assert chain.windows(plan) == [(0, 5), (2, 7), (4, 9), (6, 11), (8, 13)]
+    _, latents = run_fake(plan, drift=0.5)  # window w makes latents at level 1.5 w
+    level = latents[0, 0, :, 0, 0]
+    # shot 1 is held to its first window's level; shot 2 to the level of its own first frames (window 3), not to
+    # shot 1's, which it carries in
+    assert torch.allclose(level[[4, 6]], torch.tensor([1.5, 1.5]))
+    assert torch.allclose(level[[7, 8]], torch.tensor([4.5, 4.5])) and torch.allclose(level[[10, 12]], torch.tensor(
+        [4.5, 4.5]))
 
 
 def test_cuts_need_a_forward_plan_without_a_known_end():

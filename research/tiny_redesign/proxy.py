@@ -21,6 +21,10 @@ sampler, 20 steps, guidance 4, one pass, seed i), with these switches:
   --patch 2|1         1x2x2 (64 tokens a frame) or 1x1x1 (256) patches instead of 1x4x4 (16).
   --place centre      every object (training and held-out) at the frame's centre: a diagnostic that takes the
                       object's position, and so the averaging over places at high noise, out of the problem.
+  --aux-shape W       an auxiliary loss (weight W): a linear head reads the shape from the mean of the middle block's
+                      output tokens (cross-entropy, captioned samples only). At high noise only the shape word can
+                      tell it, so the loss pulls the word's information into the image tokens, where the
+                      denoising loss can then use it (the idea of representation-alignment losses).
   --shape-only        every object red on black: the shape word is the only word that varies (a diagnostic: can
                       the shape be learnt at all when no other word competes for the network's first steps?).
 
@@ -103,9 +107,13 @@ class Tokens(nn.Module):
 
 
 class Net(nn.Module):
-    def __init__(self, dit: WanTransformer, tokens: Tokens | None):
+    def __init__(self, dit: WanTransformer, tokens: Tokens | None, aux: bool = False):
         super().__init__()
         self.dit, self.tokens = dit, tokens
+        self.aux = nn.Linear(dit.config.dim, len(world.SHAPES)) if aux else None
+        self.middle: torch.Tensor | None = None  # the middle block's output (B, L, D), kept by a hook
+        if aux:
+            dit.blocks[len(dit.blocks) // 2 - 1].register_forward_hook(lambda m, i, o: setattr(self, "middle", o))
 
 
 def data(pipe: Pipeline, k: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[world.Scene]]:
@@ -134,12 +142,13 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
     warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
     torch.manual_seed(0)
     config = TransformerConfig.from_dict(dict(TINY_DIT, patch_size=(1, args.patch, args.patch)))
-    net = Net(WanTransformer(config), Tokens() if args.cond == "tokens" else None).train()
+    net = Net(WanTransformer(config), Tokens() if args.cond == "tokens" else None, args.aux_shape > 0).train()
     print(f"{sum(t.numel() for t in net.parameters()) / 1e6:.2f} M parameters", flush=True)
     optimizer = torch.optim.AdamW(net.parameters(), lr=5e-4, weight_decay=0.01, betas=(0.9, 0.99))
     ema = Ema(net, 0.998)
     gen = torch.Generator().manual_seed(0)
     started, step, smooth, log, trend, paused = time.time(), 0, None, [], [], 0.0
+    aux_smooth = None  # the auxiliary shape loss (log 5 = 1.61: the shape not read at all)
     next_check = args.every * 60 if args.every else float("inf")
     while time.time() - started - paused < args.minutes * 60:
         if time.time() - started - paused >= next_check:
@@ -182,13 +191,21 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
                 grid = net.dit.token_grid(*x0.shape[2:])
                 v_hat = net.dit(xt, frame_timesteps_to_tokens(sigma[:, None] * 1000, grid), context)
                 loss = (v_hat.float() - (noise - x0)).pow(2).mean()
+        if net.aux is not None:
+            logits = net.aux(net.middle.float().mean(1))  # (b, shapes)
+            aux = nn.functional.cross_entropy(logits, ids[idx][:, 1], reduction="none")
+            aux = (aux * ~drop).sum() / max(1, int((~drop).sum()))
+            aux_smooth = float(aux) if aux_smooth is None else 0.98 * aux_smooth + 0.02 * float(aux)
+            loss = loss + args.aux_shape * aux
+            net.middle = None  # a graph's tensor: not to be kept (or deep-copied with the network)
         value = descend(loss, optimizer)
         ema.update(net, step)
         smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
         step += 1
         if step % 250 == 0:
             spent = time.time() - started - paused
-            print(f"step {step}: {spent / step:.3f} s a step, loss {smooth:.4f}", flush=True)
+            aux_text = "" if aux_smooth is None else f", shape loss {aux_smooth:.3f}"
+            print(f"step {step}: {spent / step:.3f} s a step, loss {smooth:.4f}{aux_text}", flush=True)
             log.append((step, round(spent, 1), round(smooth, 4)))
     spent = time.time() - started - paused
     print(f"{step} steps in {spent / 60:.1f} min", flush=True)
@@ -283,6 +300,7 @@ def main() -> None:
     parser.add_argument("--patch", type=int, choices=(1, 2, 4), default=4)
     parser.add_argument("--place", choices=("random", "centre"), default="random")
     parser.add_argument("--shape-only", action="store_true")
+    parser.add_argument("--aux-shape", type=float, default=0.0)
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0)
