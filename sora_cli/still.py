@@ -1,6 +1,8 @@
 """One-frame videos as images: PNG (lossless, the default), JPEG or WebP, with the same settings metadata as an MP4
-and the same promise: the file appears whole or not at all. And a video's preview: a contact sheet of a few of its
-frames, first to last, to look at before watching.
+and the same promise: the file appears whole or not at all. And a video's previews, to look at before watching: a
+contact sheet of a few of its frames, first to last; a small looping animated WebP; and the strip of its first,
+middle and last frame that a batch's gallery shows. Each is collected as the frames go by and written once the
+video is.
 
 The metadata is JSON, where image tools look for it: PNG text chunks (`Comment`, and the prompt as `Title`), and
 for JPEG and WebP the EXIF image description.

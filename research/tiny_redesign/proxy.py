@@ -25,6 +25,7 @@ sampler, 20 steps, guidance 4, one pass, seed i), with these switches:
                       output tokens (cross-entropy, captioned samples only). At high noise only the shape word can
                       tell it, so the loss pulls the word's information into the image tokens, where the
                       denoising loss can then use it (the idea of representation-alignment losses).
+  --shape-first M     a curriculum: the first M training minutes on --shape-only's scenes, then the full world.
   --shape-only        every object red on black: the shape word is the only word that varies (a diagnostic: can
                       the shape be learnt at all when no other word competes for the network's first steps?).
 
@@ -136,7 +137,13 @@ def data(pipe: Pipeline, k: float) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
     """Trains for args.minutes of wall time; every args.every minutes the EMA weights so far are judged on the
     held-out set (the clock is stopped meanwhile), to show the trend."""
+    global SHAPE_ONLY
     latents, texts, ids, _ = data(pipe, args.size_scale)
+    if args.shape_first:  # the curriculum's first stage: the same scenes, red on black
+        SHAPE_ONLY = True
+        first_stage = data(pipe, args.size_scale)[:3]
+        SHAPE_ONLY = False
+    full, first_stage = (latents, texts, ids), (first_stage if args.shape_first else None)
     with torch.no_grad():
         empty = pipe.encode_text([""])[0].float()
     warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
@@ -164,6 +171,10 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
             paused += time.time() - t
             next_check += args.every * 60
         b = args.batch
+        if args.shape_first and time.time() - started - paused >= args.shape_first * 60 and first_stage:
+            first_stage = None
+            print(f"step {step}: the full world from here", flush=True)
+        latents, texts, ids = first_stage or full
         idx = torch.randint(IMAGES, (b,), generator=gen)
         drop = torch.rand(b, generator=gen) < 0.1
         if args.noise == "shift3":
@@ -301,6 +312,7 @@ def main() -> None:
     parser.add_argument("--place", choices=("random", "centre"), default="random")
     parser.add_argument("--shape-only", action="store_true")
     parser.add_argument("--aux-shape", type=float, default=0.0)
+    parser.add_argument("--shape-first", type=float, default=0.0)
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0)

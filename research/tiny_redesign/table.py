@@ -6,7 +6,7 @@ from pathlib import Path
 runs = [json.loads(p.read_text()) for p in sorted((Path(__file__).parent / "runs").glob("*.json"),
                                                  key=lambda p: p.stat().st_mtime)]
 print("| run | command (`python research/tiny_redesign/proxy.py ...`) | steps (s/step) | final loss | colour | shape "
-      "| background | shape, train-split combos | shape at 5 / 10 min / end |")
+      "| background | shape, train-split combos | shape at each check / end |")
 print("|---|---|---|---|---|---|---|---|---|")
 for r in runs:
     trend = " / ".join(f"{t['shape']:.0%}" for t in r["trend"]) + f" / {r['shape']:.0%}"
@@ -20,5 +20,5 @@ print("|---|---|---|---|")
 for r in runs:
     f = r.get("follow")
     sh = " / ".join(str(f[f"shape@{s}"]) for s in (0.5, 0.7, 0.9)) if f else "-"
-    co = " / ".join(str(f[f"colour@{s}"]) for s in (0.5, 0.7, 0.9)) if f else "-"
+    co = " / ".join(str(f[f"colour@{s}"]) for s in (0.5, 0.7, 0.9)) if f and "colour@0.5" in f else "-"
     print(f"| {r['name']} | {sh} | {co} | {r['judged_shapes']} |")
