@@ -6,7 +6,7 @@ the last latent frames made under the previous prompt as known frames and makes 
 every window is made from one prompt, and the picture carries across the change as it carries across any join.
 The alternative, one window straddling the change with the two prompts' encodings blended, was measured on
 sora-tiny (research/storyboard_join.py): it follows the new prompt less often (83% of shots against 92%) for a
-step at the change only a little smaller (2.27x the median frame step against 2.57x); and only the cut keeps each
+step at the change only a little smaller (2.27x the median frame step against 2.60x); and only the cut keeps each
 shot's frames exactly what its own prompt makes, so they can be checked, and remade, on their own.
 
 A shot with `cut: true` is a hard cut: a new latent sequence from new noise, decoded as a clip of its own. Each
