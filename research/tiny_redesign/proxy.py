@@ -25,6 +25,7 @@ sampler, 20 steps, guidance 4, one pass, seed i), with these switches:
                       output tokens (cross-entropy, captioned samples only). At high noise only the shape word can
                       tell it, so the loss pulls the word's information into the image tokens, where the
                       denoising loss can then use it (the idea of representation-alignment losses).
+  --shape-mix F       that share of every batch from --shape-only's scenes, all run long (the full world for the rest).
   --shape-first M     a curriculum: the first M training minutes on --shape-only's scenes, then the full world.
   --shape-only        every object red on black: the shape word is the only word that varies (a diagnostic: can
                       the shape be learnt at all when no other word competes for the network's first steps?).
@@ -139,11 +140,13 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
     held-out set (the clock is stopped meanwhile), to show the trend."""
     global SHAPE_ONLY
     latents, texts, ids, _ = data(pipe, args.size_scale)
-    if args.shape_first:  # the curriculum's first stage: the same scenes, red on black
+    if args.shape_first or args.shape_mix:  # the same scenes, red on black
         SHAPE_ONLY = True
         first_stage = data(pipe, args.size_scale)[:3]
         SHAPE_ONLY = False
-    full, first_stage = (latents, texts, ids), (first_stage if args.shape_first else None)
+    full = (latents, texts, ids)
+    mixed = first_stage if args.shape_mix else None
+    first_stage = first_stage if args.shape_first else None
     with torch.no_grad():
         empty = pipe.encode_text([""])[0].float()
     warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
@@ -176,6 +179,10 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
             print(f"step {step}: the full world from here", flush=True)
         latents, texts, ids = first_stage or full
         idx = torch.randint(IMAGES, (b,), generator=gen)
+        if mixed is not None:  # the first share of the batch from the shape-only scenes
+            m = round(args.shape_mix * b)
+            latents, texts, ids = (torch.cat([x[idx[:m]], y[idx[m:]]]) for x, y in zip(mixed, full))
+            idx = torch.arange(b)
         drop = torch.rand(b, generator=gen) < 0.1
         if args.noise == "shift3":
             u = torch.rand(b, generator=gen)
@@ -313,6 +320,7 @@ def main() -> None:
     parser.add_argument("--shape-only", action="store_true")
     parser.add_argument("--aux-shape", type=float, default=0.0)
     parser.add_argument("--shape-first", type=float, default=0.0)
+    parser.add_argument("--shape-mix", type=float, default=0.0)
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0)
