@@ -83,10 +83,19 @@ def _reading(path: Path):
         raise OptionError(f"cannot read {path}: {reason}") from None
 
 
-def target_size(clip: Clip, area: int, multiple: int) -> tuple[int, int]:
-    """The size, multiples of `multiple`, closest to the clip's aspect ratio with about `area` pixels."""
-    width, height = clip.size
-    return size_for_area(width / height, area, multiple)
+def sized_after(clip: Clip | None, pipe, settings: dict) -> dict:
+    """`settings` (the keywords of `Pipeline.resolve`), sized after the clip unless they name a size: the clip's
+    aspect ratio at about the model's pixel count, in multiples of its size multiple (`pipe`: a Pipeline)."""
+    if clip is None or settings.get("width") is not None or settings.get("height") is not None:
+        return settings
+    d, (width, height) = pipe.defaults, clip.size
+    width, height = size_for_area(width / height, d.width * d.height, pipe.size_multiple)
+    return dict(settings, width=width, height=height)
+
+
+def first_frame(clip: Clip, fps: float, size: tuple[int, int], fit: str) -> np.ndarray:
+    """The clip's first frame (an image's only one) fitted to `size`: (H, W, 3) uint8."""
+    return conform(Clip(clip.frames[:1], None, clip.name), fps, size, fit).frames[0]
 
 
 def conform(clip: Clip, fps: float, size: tuple[int, int], fit: str = "crop") -> Clip:

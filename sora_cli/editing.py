@@ -71,12 +71,8 @@ def generate(pipe: Pipeline, prompt: str, image: Clip | None = None, loop: bool 
     gets them as known latent frames."""
     if loop and last_image is not None:
         raise OptionError("--loop ends the video where it starts, so it takes no --last-image")
-    given = image or last_image
-    if given is not None and settings.get("width") is None and settings.get("height") is None:
-        d = pipe.defaults
-        settings["width"], settings["height"] = clips.target_size(given, d.width * d.height, pipe.size_multiple)
-    job = pipe.resolve(prompt, **settings)
-    fitted = {i: clips.conform(Clip(c.frames[:1], None, c.name), job.fps, (job.width, job.height), fit).frames[0]
+    job = pipe.resolve(prompt, **clips.sized_after(image or last_image, pipe, settings))
+    fitted = {i: clips.first_frame(c, job.fps, (job.width, job.height), fit)
               for i, c in ((0, image), (-1, last_image)) if c is not None}
     extra = dict(image=image and image.name, last_image=last_image and last_image.name, loop=loop or None)
     if pipe.takes_images:
@@ -260,9 +256,7 @@ def encode_start(pipe: Pipeline, frames: np.ndarray, count: int) -> Tensor:
 def _prepare(pipe: Pipeline, prompt: str | None, clip: Clip, fit: str, settings: dict):
     """The job for editing `clip`, sized after it unless a size is given, and the clip brought to it.
     Without a prompt, the one sora wrote into the clip is used, if any."""
-    if settings.get("width") is None and settings.get("height") is None:
-        d = pipe.defaults
-        settings["width"], settings["height"] = clips.target_size(clip, d.width * d.height, pipe.size_multiple)
+    settings = clips.sized_after(clip, pipe, settings)
     settings.pop("num_frames", None)  # the length follows from the clip and the feature
     job = pipe.resolve(prompt if prompt is not None else str(clip.metadata.get("prompt", "")), **settings)
     return job, clips.conform(clip, job.fps, (job.width, job.height), fit)

@@ -90,19 +90,17 @@ Each picture is the video's first, middle and last frame. <a href="{GRID}">All i
     def _card(self, item: Item, record: dict | None) -> str:
         prompt = html.escape(_prompt(item, record))
         meta = f"line {item.line} · seed {item.seed}"
+        body, note = "", ""
         if record is None:
-            body, note = '<p class="pending">to come</p>', ""
+            note = '<p class="pending">to come</p>'
         elif record.get("status") != "ok":
-            body, note = "", f'<p class="failed">failed: {html.escape(str(record.get("error")))}</p>'
+            note = f'<p class="failed">failed: {html.escape(str(record.get("error")))}</p>'
         else:
-            link = quote(item.name)
-            thumb = quote(f"{THUMBS}/{item.name}.png")
+            link, thumb = quote(item.name), quote(f"{THUMBS}/{item.name}.png")
             body = f'<a href="{link}"><img src="{thumb}" alt="{prompt}" loading="lazy"></a>'
             size = f"{record.get('width')}x{record.get('height')}, {record.get('num_frames')} frames"
-            note = f'<p class="meta">{meta} · {html.escape(size)} · <a href="{link}">{html.escape(item.name)}</a></p>'
-            meta = ""
-        meta_line = f'<p class="meta">{meta}</p>' if meta else ""
-        return f"<figure>{body}<figcaption><p>{prompt}</p>{meta_line}{note}</figcaption></figure>"
+            meta += f' · {html.escape(size)} · <a href="{link}">{html.escape(item.name)}</a>'
+        return f'<figure>{body}<figcaption><p>{prompt}</p><p class="meta">{meta}</p>{note}</figcaption></figure>'
 
     def grid(self, rows: list[tuple[Item, dict | None]]) -> np.ndarray | None:
         """One row an item that is done: its thumbnail, then its line, seed and prompt. None when none is."""

@@ -34,9 +34,9 @@ class Shot:
         return {k: v for k, v in asdict(self).items() if v is not False}
 
 
-def parse_storyboard(value: str | list | dict, max_seconds: float = 600) -> tuple[Shot, ...]:
-    """A storyboard file's path (the command line) or its shots as JSON values (a batch line) -> the shots.
-    OptionError names the file or shot and what is wrong."""
+def parse_storyboard(value: str | list | dict, max_seconds: float) -> tuple[Shot, ...]:
+    """A storyboard file's path (the command line) or its shots as JSON values (a batch line) -> the shots, at most
+    `max_seconds` long in all. OptionError names the file or shot and what is wrong."""
     label = "--storyboard"
     if isinstance(value, str):
         path = Path(value)

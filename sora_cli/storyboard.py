@@ -42,10 +42,8 @@ def make(pipe: Pipeline, shots: tuple[Shot, ...], prompt: str | None = None, ima
         raise OptionError("a storyboard is made by a text-to-video model; this checkpoint is image-to-video")
     prompts = [f"{prompt} {s.prompt}" if prompt else s.prompt for s in shots]
     settings.pop("num_frames", None)  # the shots say the length
-    if image is not None and settings.get("width") is None and settings.get("height") is None:
-        d = pipe.defaults
-        settings["width"], settings["height"] = clips.target_size(image, d.width * d.height, pipe.size_multiple)
-    job = pipe.resolve(prompts[-1], **settings)  # a video records the prompt it ends on: what `extend` continues
+    # a video records the prompt it ends on: what `extend` continues
+    job = pipe.resolve(prompts[-1], **clips.sized_after(image, pipe, settings))
     st = pipe.temporal_stride
     plans = [_plan(pipe, lengths) for lengths in _sequences(shots, job.fps, st)]
     total = sum(1 + st * (p.length - 1) for p in plans)
@@ -53,8 +51,7 @@ def make(pipe: Pipeline, shots: tuple[Shot, ...], prompt: str | None = None, ima
         raise OptionError(f"--storyboard: the shots make {total} frames; at most {MAX_FRAMES} are allowed")
     first = None
     if image is not None:
-        first = clips.conform(Clip(image.frames[:1], None, image.name), job.fps, (job.width, job.height),
-                              fit).frames[0]
+        first = clips.first_frame(image, job.fps, (job.width, job.height), fit)
         plans[0] = replace(plans[0], head=pipe.encode(first[None]))  # (1, C, 1, h, w)
     starts = [0, *itertools.accumulate(1 + st * (p.length - 1) for p in plans)]  # each sequence's first frame
     # latent position c > 0 is video frames 4c-3 .. 4c of its sequence; position 0 is frame 0 alone

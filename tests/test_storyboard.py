@@ -12,13 +12,19 @@ import torch
 
 from sora_cli import Pipeline, chain, editing, storyboard
 from sora_cli.errors import OptionError
-from sora_cli.shots import MAX_SHOTS, Shot, parse_storyboard
+from sora_cli.settings import check, of_command
+from sora_cli.shots import MAX_SHOTS, Shot
 from sora_cli.tiny import judge
 from sora_cli.video import probe, read_metadata, read_video
 from test_cli import call_sora
 from test_editing import run_fake
 
 RED, BLUE, GREEN = (f"a {c} circle on a black background" for c in ("red", "blue", "green"))
+
+
+def parse_storyboard(value):
+    """--storyboard's value as the settings table reads it."""
+    return check(of_command("generate")["storyboard"], value)
 
 
 def write(tmp_path, value, name="shots.json"):
