@@ -19,6 +19,8 @@ sampler, 20 steps, guidance 4, one pass, seed i), with these switches:
   --size-scale K      each object's nominal radius times K (the world caps it at MAX_SIZE 0.28 units and keeps the
                       outline inside the frame); held-out scenes are scaled alike.
   --patch 2|1         1x2x2 (64 tokens a frame) or 1x1x1 (256) patches instead of 1x4x4 (16).
+  --width W, --layers N  the transformer's width (64-d heads, FFN 4W) and depth: 256 and 6 as sora-tiny. Four
+                      times the tokens at half the width costs about the same per step in the linear layers.
   --place centre      every object (training and held-out) at the frame's centre: a diagnostic that takes the
                       object's position, and so the averaging over places at high noise, out of the problem.
   --aux-shape W       an auxiliary loss (weight W): a linear head reads the shape from the mean of the middle block's
@@ -27,6 +29,19 @@ sampler, 20 steps, guidance 4, one pass, seed i), with these switches:
                       denoising loss can then use it (the idea of representation-alignment losses).
   --shape-mix F       that share of every batch from --shape-only's scenes, all run long (the full world for the rest).
   --shape-first M     a curriculum: the first M training minutes on --shape-only's scenes, then the full world.
+  --blend F           that share of every batch is a caption-necessary blend: the input frame is noised from a mix
+                      (1 - l) a + l m of the scene's latent a and the mean m of the same scene drawn with each of the
+                      five shapes (same place, size, colour, background), l ~ U(0, 1), at noise >= 0.25; the target
+                      stays a. The noised input then shows where the object is and its colour, but its outline only
+                      partly, so the shape word is what tells the network which outline to draw, at every noise
+                      level, not only in the narrow band where plain training needs it.
+  --lr R              AdamW's learning rate after the 200 warm-up steps (5e-4).
+  --guidance G[,G2..] the guidance scale the judging samples with (4); the final held-out judging is repeated at
+                      each further scale (the run's JSON: guidance_G2).
+  --outline W         each latent position's loss weighted 1 + W d / mean(d), d the squared distance there between
+                      the scene's latent and the mean of its five shapes (the outline band: where the shape word
+                      is what decides the pixel), so the few positions that carry the shape are not drowned by the
+                      many that carry colour, background and place.
   --shape-only        every object red on black: the shape word is the only word that varies (a diagnostic: can
                       the shape be learnt at all when no other word competes for the network's first steps?).
 
@@ -135,6 +150,25 @@ def data(pipe: Pipeline, k: float) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return d["latents"], d["texts"].float(), ids, scenes
 
 
+def five_shapes(pipe: Pipeline, k: float) -> torch.Tensor:
+    """The mean latent (N, 16, 1, 16, 16) of each training scene drawn with each of the five shapes, cached in /tmp."""
+    path = CACHE / f"mean5_k{k}{'_centre' if PLACE == 'centre' else ''}{'_shape' if SHAPE_ONLY else ''}.pt"
+    if path.exists():
+        return torch.load(path)
+    scenes = scaled(still_scenes("train", IMAGES, 0), k)
+    total = None
+    with torch.no_grad():
+        for shape in world.SHAPES:
+            for s in scenes:
+                s.objects[0].shape = shape
+            z = torch.cat([pipe.encode(world.draw(s, 1, 64, 64)) for s in scenes])
+            total = z if total is None else total + z
+    mean = total / len(world.SHAPES)
+    CACHE.mkdir(exist_ok=True)
+    torch.save(mean, path)
+    return mean
+
+
 def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
     """Trains for args.minutes of wall time; every args.every minutes the EMA weights so far are judged on the
     held-out set (the clock is stopped meanwhile), to show the trend."""
@@ -145,16 +179,19 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
         first_stage = data(pipe, args.size_scale)[:3]
         SHAPE_ONLY = False
     full = (latents, texts, ids)
+    mean5 = five_shapes(pipe, args.size_scale) if args.blend or args.outline else None
     mixed = first_stage if args.shape_mix else None
     first_stage = first_stage if args.shape_first else None
     with torch.no_grad():
         empty = pipe.encode_text([""])[0].float()
     warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
     torch.manual_seed(0)
-    config = TransformerConfig.from_dict(dict(TINY_DIT, patch_size=(1, args.patch, args.patch)))
+    heads = args.width // 64
+    config = TransformerConfig.from_dict(dict(TINY_DIT, patch_size=(1, args.patch, args.patch), num_layers=args.layers,
+                                              num_attention_heads=heads, ffn_dim=4 * args.width))
     net = Net(WanTransformer(config), Tokens() if args.cond == "tokens" else None, args.aux_shape > 0).train()
     print(f"{sum(t.numel() for t in net.parameters()) / 1e6:.2f} M parameters", flush=True)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=5e-4, weight_decay=0.01, betas=(0.9, 0.99))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = Ema(net, 0.998)
     gen = torch.Generator().manual_seed(0)
     started, step, smooth, log, trend, paused = time.time(), 0, None, [], [], 0.0
@@ -167,7 +204,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
             snapshot.load_state_dict(ema.shadow)
             attach(pipe, snapshot.eval(), args.target)
             with torch.inference_mode():
-                figures = judge_heldout(pipe, args.size_scale, args.heldout)
+                figures = judge_heldout(pipe, args.size_scale, args.heldout, args.guidance[0])
             figures["follow"] = follow(pipe, snapshot, args.target, args.size_scale)
             trend.append(dict(step=step, minutes=round(next_check / 60, 1), **figures))
             print("trend", json.dumps(trend[-1]), flush=True)
@@ -198,10 +235,24 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
         else:
             context = net.tokens(ids[idx], drop)
         for group in optimizer.param_groups:
-            group["lr"] = 5e-4 * min(1.0, (step + 1) / 200)
+            group["lr"] = args.lr * min(1.0, (step + 1) / 200)
         x0 = latents[idx]
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            if args.target == "x0":
+            if mean5 is not None:  # x0 target (dit_loss's weight), blends, outline weights
+                m = round(args.blend * b)
+                lam = torch.where(torch.arange(b) < m, torch.rand(b, generator=gen), torch.zeros(b))
+                sigma = torch.where(torch.arange(b) < m, sigma.clamp(min=0.25), sigma)
+                l5, s5 = lam[:, None, None, None, None], sigma[:, None, None, None, None]
+                mean = mean5[idx]
+                xt = (1 - s5) * ((1 - l5) * x0 + l5 * mean) + s5 * noise
+                grid = net.dit.token_grid(*x0.shape[2:])
+                x0_hat = net.dit(xt, frame_timesteps_to_tokens(sigma[:, None] * 1000, grid), context)
+                weight = 1 / s5.clamp(min=0.05) ** 2
+                if args.outline:  # (B, 1, 1, H, W): where this shape's latent differs from the five shapes' mean
+                    d = (x0 - mean).pow(2).sum(1, keepdim=True)
+                    weight = weight * (1 + args.outline * d / d.mean((2, 3, 4), keepdim=True).clamp(min=1e-6))
+                loss = ((x0_hat.float() - x0).pow(2) * weight).mean()
+            elif args.target == "x0":
                 loss = dit_loss(net.dit, x0, context, sigma, torch.zeros(b, 1, dtype=torch.bool), noise)
             else:
                 s5 = sigma[:, None, None, None, None]
@@ -277,19 +328,20 @@ def follow(pipe: Pipeline, net: Net, target: str, k: float, count: int = 40) -> 
     return out
 
 
-def draw_batch(pipe: Pipeline, prompts: list[str], seeds: list[int]) -> list[np.ndarray]:
-    """One 64x64 frame a prompt (20 steps, guidance 4, one pass), the jobs denoised as one batch (Pipeline.sample:
-    each the latents it gets alone, up to rounding), then decoded one by one."""
-    jobs = [pipe.resolve(p, height=64, width=64, num_frames=1, seed=s, passes=1) for p, s in zip(prompts, seeds)]
+def draw_batch(pipe: Pipeline, prompts: list[str], seeds: list[int], guidance: float = 4.0) -> list[np.ndarray]:
+    """One 64x64 frame a prompt (20 steps, one pass), the jobs denoised as one batch (Pipeline.sample: each the
+    latents it gets alone, up to rounding), then decoded one by one."""
+    jobs = [pipe.resolve(p, height=64, width=64, num_frames=1, seed=s, passes=1, guidance_scale=guidance)
+            for p, s in zip(prompts, seeds)]
     latents = pipe.sample(jobs)
     return [pipe.decode(latents[i:i + 1]) for i in range(len(jobs))]
 
 
-def judge_heldout(pipe: Pipeline, k: float, count: int, split: str = "heldout") -> dict:
+def judge_heldout(pipe: Pipeline, k: float, count: int, guidance: float, split: str = "heldout") -> dict:
     hits: dict[str, list[bool]] = {"color": [], "shape": [], "background": []}
     shapes: dict[str, int] = {}
     scenes = scaled(still_scenes(split, count, 1 if split == "heldout" else 3), k)
-    clips = draw_batch(pipe, [caption(s.objects[0], s.background) for s in scenes], list(range(count)))
+    clips = draw_batch(pipe, [caption(s.objects[0], s.background) for s in scenes], list(range(count)), guidance)
     for scene, frames in zip(scenes, clips):
         found = judge.judge_clip(frames, world.FPS)
         verdict = judge.agreement(judge.scene_facts(scene), found)
@@ -299,11 +351,11 @@ def judge_heldout(pipe: Pipeline, k: float, count: int, split: str = "heldout") 
     return {**{k_: round(float(np.mean(v)), 2) for k_, v in hits.items()}, "judged_shapes": shapes}
 
 
-def grid(pipe: Pipeline, path: Path) -> None:
+def grid(pipe: Pipeline, path: Path, guidance: float) -> None:
     from PIL import Image
     colour, bg = GRID
     prompts = [f"a {colour} {s} on a {bg} background" for _ in range(3) for s in world.SHAPES]
-    frames = [f[0] for f in draw_batch(pipe, prompts, [i // 5 for i in range(15)])]
+    frames = [f[0] for f in draw_batch(pipe, prompts, [i // 5 for i in range(15)], guidance)]
     rows = [np.concatenate(frames[5 * r:5 * r + 5], 1) for r in range(3)]
     Image.fromarray(np.concatenate(rows, 0)).resize((5 * 128, 3 * 128), Image.NEAREST).save(path, optimize=True)
 
@@ -316,13 +368,21 @@ def main() -> None:
     parser.add_argument("--target", choices=("x0", "v"), default="x0")
     parser.add_argument("--size-scale", type=float, default=1.0)
     parser.add_argument("--patch", type=int, choices=(1, 2, 4), default=4)
+    parser.add_argument("--width", type=int, choices=(64, 128, 192, 256, 384), default=256,
+                        help="the transformer's width (64-d attention heads, an FFN 4x as wide)")
+    parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--place", choices=("random", "centre"), default="random")
     parser.add_argument("--shape-only", action="store_true")
+    parser.add_argument("--blend", type=float, default=0.0)
     parser.add_argument("--aux-shape", type=float, default=0.0)
+    parser.add_argument("--outline", type=float, default=0.0)
     parser.add_argument("--shape-first", type=float, default=0.0)
     parser.add_argument("--shape-mix", type=float, default=0.0)
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=5e-4, help="AdamW's learning rate after the warm-up")
+    parser.add_argument("--guidance", type=lambda v: [float(x) for x in v.split(",")], default=[4.0],
+                        help="the judging guidance scale; further comma-separated ones judge the held-out set again")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--every", type=float, default=5.0, help="judge the EMA weights every so many minutes")
     parser.add_argument("--heldout", type=int, default=100)
@@ -335,18 +395,22 @@ def main() -> None:
     pipe = Pipeline.from_pretrained(None, device="cpu")
     if args.prepare:
         data(pipe, args.size_scale)
+        if args.blend or args.outline:
+            five_shapes(pipe, args.size_scale)
         return
     net, record = train(pipe, args)
     torch.save(net.state_dict(), CACHE / f"{args.name}.pt")  # the EMA weights, for a later look
     attach(pipe, net, args.target)
     t = time.time()
     with torch.inference_mode():
-        record |= judge_heldout(pipe, args.size_scale, args.heldout)
+        record |= judge_heldout(pipe, args.size_scale, args.heldout, args.guidance[0])
+        for g in args.guidance[1:]:  # the held-out shares again at each further guidance scale
+            record[f"guidance_{g:g}"] = judge_heldout(pipe, args.size_scale, args.heldout, g)
         record["follow"] = follow(pipe, net, args.target, args.size_scale)
-        record["train_split"] = judge_heldout(pipe, args.size_scale, args.heldout, "train")
+        record["train_split"] = judge_heldout(pipe, args.size_scale, args.heldout, args.guidance[0], "train")
         out = HERE / "runs"
         out.mkdir(exist_ok=True)
-        grid(pipe, out / f"{args.name}.png")
+        grid(pipe, out / f"{args.name}.png", args.guidance[0])
     record |= dict(name=args.name, command="python research/tiny_redesign/proxy.py " + " ".join(sys.argv[1:]),
                    judge_minutes=round((time.time() - t) / 60, 1), threads=torch.get_num_threads())
     (out / f"{args.name}.json").write_text(json.dumps(record, indent=1))
