@@ -36,6 +36,8 @@ sampler, 20 steps, guidance 4, one pass, seed i), with these switches:
                       partly, so the shape word is what tells the network which outline to draw, at every noise
                       level, not only in the narrow band where plain training needs it.
   --lr R              AdamW's learning rate after the 200 warm-up steps (5e-4).
+  --text-lr K         the text path's learning rate K times the rest's: the caption states' embedding MLP and the
+                      cross-attention's key and value projections (and key norms).
   --guidance G[,G2..] the guidance scale the judging samples with (4); the final held-out judging is repeated at
                       each further scale (the run's JSON: guidance_G2).
   --outline W         each latent position's loss weighted 1 + W d / mean(d), d the squared distance there between
@@ -191,7 +193,12 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
                                               num_attention_heads=heads, ffn_dim=4 * args.width))
     net = Net(WanTransformer(config), Tokens() if args.cond == "tokens" else None, args.aux_shape > 0).train()
     print(f"{sum(t.numel() for t in net.parameters()) / 1e6:.2f} M parameters", flush=True)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    # the text path (the caption states' embedding and the cross-attention's keys and values) may learn faster
+    text_path = ("condition_embedder.text_embedder.", "attn2.to_k.", "attn2.to_v.", "attn2.norm_k.")
+    named = list(net.named_parameters())
+    groups = [dict(params=[p for n, p in named if any(k in n for k in text_path) is t], scale=args.text_lr if t else 1.0)
+              for t in (True, False)]
+    optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = Ema(net, 0.998)
     gen = torch.Generator().manual_seed(0)
     started, step, smooth, log, trend, paused = time.time(), 0, None, [], [], 0.0
@@ -235,7 +242,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
         else:
             context = net.tokens(ids[idx], drop)
         for group in optimizer.param_groups:
-            group["lr"] = args.lr * min(1.0, (step + 1) / 200)
+            group["lr"] = args.lr * group["scale"] * min(1.0, (step + 1) / 200)
         x0 = latents[idx]
         with torch.autocast("cpu", dtype=torch.bfloat16):
             if mean5 is not None:  # x0 target (dit_loss's weight), blends, outline weights
@@ -376,6 +383,7 @@ def main() -> None:
     parser.add_argument("--blend", type=float, default=0.0)
     parser.add_argument("--aux-shape", type=float, default=0.0)
     parser.add_argument("--outline", type=float, default=0.0)
+    parser.add_argument("--text-lr", type=float, default=1.0)
     parser.add_argument("--shape-first", type=float, default=0.0)
     parser.add_argument("--shape-mix", type=float, default=0.0)
     parser.add_argument("--minutes", type=float, default=15.0)
