@@ -73,7 +73,7 @@ from sora_cli import Pipeline  # noqa: E402
 from sora_cli.models.wan.transformer import TransformerConfig, WanTransformer, frame_timesteps_to_tokens  # noqa: E402
 from sora_cli.tiny import judge, world  # noqa: E402
 from sora_cli.tiny.train.common import Ema, descend  # noqa: E402
-from sora_cli.tiny.train.dit import TINY_DIT, dit_loss  # noqa: E402
+from sora_cli.tiny.train.dit import MIN_SIGMA, TINY_DIT  # noqa: E402
 
 from learn_layout import IMAGES, still_scenes  # noqa: E402
 from probe_word_use import caption  # noqa: E402
@@ -135,10 +135,15 @@ class Net(nn.Module):
             dit.blocks[len(dit.blocks) // 2 - 1].register_forward_hook(lambda m, i, o: setattr(self, "middle", o))
 
 
+def cache_path(what: str, k: float) -> Path:
+    """Where the training set's latents (or their five-shape means) for this world are cached."""
+    return CACHE / f"{what}_k{k}{'_centre' if PLACE == 'centre' else ''}{'_shape' if SHAPE_ONLY else ''}.pt"
+
+
 def data(pipe: Pipeline, k: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[world.Scene]]:
     """Latents (N, 16, 1, 16, 16), caption states (N, 40, 384) fp16->fp32, word ids (N, 3), cached in /tmp."""
     scenes = scaled(still_scenes("train", IMAGES, 0), k)
-    path = CACHE / f"train_k{k}{'_centre' if PLACE == 'centre' else ''}{'_shape' if SHAPE_ONLY else ''}.pt"
+    path = cache_path("train", k)
     if path.exists():
         d = torch.load(path)
     else:
@@ -154,7 +159,7 @@ def data(pipe: Pipeline, k: float) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 def five_shapes(pipe: Pipeline, k: float) -> torch.Tensor:
     """The mean latent (N, 16, 1, 16, 16) of each training scene drawn with each of the five shapes, cached in /tmp."""
-    path = CACHE / f"mean5_k{k}{'_centre' if PLACE == 'centre' else ''}{'_shape' if SHAPE_ONLY else ''}.pt"
+    path = cache_path("mean5", k)
     if path.exists():
         return torch.load(path)
     scenes = scaled(still_scenes("train", IMAGES, 0), k)
@@ -188,16 +193,15 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
         empty = pipe.encode_text([""])[0].float()
     warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
     torch.manual_seed(0)
-    heads = args.width // 64
     config = TransformerConfig.from_dict(dict(TINY_DIT, patch_size=(1, args.patch, args.patch), num_layers=args.layers,
-                                              num_attention_heads=heads, ffn_dim=4 * args.width))
+                                              num_attention_heads=args.width // 64, ffn_dim=4 * args.width))
     net = Net(WanTransformer(config), Tokens() if args.cond == "tokens" else None, args.aux_shape > 0).train()
     print(f"{sum(t.numel() for t in net.parameters()) / 1e6:.2f} M parameters", flush=True)
     # the text path (the caption states' embedding and the cross-attention's keys and values) may learn faster
     text_path = ("condition_embedder.text_embedder.", "attn2.to_k.", "attn2.to_v.", "attn2.norm_k.")
-    named = list(net.named_parameters())
-    groups = [dict(params=[p for n, p in named if any(k in n for k in text_path) is t], scale=args.text_lr if t else 1.0)
-              for t in (True, False)]
+    text = {n for n, _ in net.named_parameters() if any(k in n for k in text_path)}
+    groups = [dict(params=[p for n, p in net.named_parameters() if (n in text) == is_text],
+                   scale=args.text_lr if is_text else 1.0) for is_text in (True, False)]
     optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = Ema(net, 0.998)
     gen = torch.Generator().manual_seed(0)
@@ -245,28 +249,24 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
             group["lr"] = args.lr * group["scale"] * min(1.0, (step + 1) / 200)
         x0 = latents[idx]
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            if mean5 is not None:  # x0 target (dit_loss's weight), blends, outline weights
-                m = round(args.blend * b)
-                lam = torch.where(torch.arange(b) < m, torch.rand(b, generator=gen), torch.zeros(b))
-                sigma = torch.where(torch.arange(b) < m, sigma.clamp(min=0.25), sigma)
-                l5, s5 = lam[:, None, None, None, None], sigma[:, None, None, None, None]
-                mean = mean5[idx]
-                xt = (1 - s5) * ((1 - l5) * x0 + l5 * mean) + s5 * noise
-                grid = net.dit.token_grid(*x0.shape[2:])
-                x0_hat = net.dit(xt, frame_timesteps_to_tokens(sigma[:, None] * 1000, grid), context)
-                weight = 1 / s5.clamp(min=0.05) ** 2
+            source = x0  # what is noised; the target stays x0 (or its velocity)
+            if mean5 is not None:  # the first share of the batch a caption-necessary blend
+                blended = torch.arange(b) < round(args.blend * b)
+                lam = torch.where(blended, torch.rand(b, generator=gen), torch.zeros(b))[:, None, None, None, None]
+                sigma = torch.where(blended, sigma.clamp(min=0.25), sigma)
+                source = (1 - lam) * x0 + lam * mean5[idx]
+            s5 = sigma[:, None, None, None, None]
+            grid = net.dit.token_grid(*x0.shape[2:])
+            out = net.dit((1 - s5) * source + s5 * noise, frame_timesteps_to_tokens(sigma[:, None] * 1000, grid),
+                          context).float()
+            if args.target == "v":
+                loss = (out - (noise - x0)).pow(2).mean()
+            else:  # dit_loss's weighting: the x0 error over max(sigma, MIN_SIGMA)^2
+                weight = 1 / s5.clamp(min=MIN_SIGMA) ** 2
                 if args.outline:  # (B, 1, 1, H, W): where this shape's latent differs from the five shapes' mean
-                    d = (x0 - mean).pow(2).sum(1, keepdim=True)
+                    d = (x0 - mean5[idx]).pow(2).sum(1, keepdim=True)
                     weight = weight * (1 + args.outline * d / d.mean((2, 3, 4), keepdim=True).clamp(min=1e-6))
-                loss = ((x0_hat.float() - x0).pow(2) * weight).mean()
-            elif args.target == "x0":
-                loss = dit_loss(net.dit, x0, context, sigma, torch.zeros(b, 1, dtype=torch.bool), noise)
-            else:
-                s5 = sigma[:, None, None, None, None]
-                xt = (1 - s5) * x0 + s5 * noise
-                grid = net.dit.token_grid(*x0.shape[2:])
-                v_hat = net.dit(xt, frame_timesteps_to_tokens(sigma[:, None] * 1000, grid), context)
-                loss = (v_hat.float() - (noise - x0)).pow(2).mean()
+                loss = ((out - x0).pow(2) * weight).mean()
         if net.aux is not None:
             logits = net.aux(net.middle.float().mean(1))  # (b, shapes)
             aux = nn.functional.cross_entropy(logits, ids[idx][:, 1], reduction="none")
