@@ -35,7 +35,13 @@ sampler, 20 steps, guidance 4, one pass, seed i), with these switches:
                       stays a. The noised input then shows where the object is and its colour, but its outline only
                       partly, so the shape word is what tells the network which outline to draw, at every noise
                       level, not only in the narrow band where plain training needs it.
+  --blend-floor S     the blended share's lowest noise level (0.25); below 0.25 its loss keeps 0.25's weight, so a
+                      nearly clean blend (an outline the network should redraw) does not swamp the loss.
+  --blend-with other  blend with the same scene drawn with one of the four other shapes instead of the five-shape
+                      mean: the input shows a wrong outline, which only the word can overrule.
   --lr R              AdamW's learning rate after the 200 warm-up steps (5e-4).
+  --decay F           the learning rate falls linearly to 0 over the last share F of the training minutes (the
+                      budget is wall time, so the schedule is too); constant by default.
   --text-lr K         the text path's learning rate K times the rest's: the caption states' embedding MLP and the
                       cross-attention's key and value projections (and key norms).
   --guidance G[,G2..] the guidance scale the judging samples with (4); the final held-out judging is repeated at
@@ -44,6 +50,9 @@ sampler, 20 steps, guidance 4, one pass, seed i), with these switches:
                       the scene's latent and the mean of its five shapes (the outline band: where the shape word
                       is what decides the pixel), so the few positions that carry the shape are not drowned by the
                       many that carry colour, background and place.
+  --compile           the training forward pass through torch.compile (2.5x the samples of a run on one thread
+                      when it also has both cores: 120 ms a step at --patch 2 --width 128 against 300 ms; the
+                      first rounds below ran two runs side by side, one thread each, eager).
   --shape-only        every object red on black: the shape word is the only word that varies (a diagnostic: can
                       the shape be learnt at all when no other word competes for the network's first steps?).
 
@@ -157,23 +166,23 @@ def data(pipe: Pipeline, k: float) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return d["latents"], d["texts"].float(), ids, scenes
 
 
-def five_shapes(pipe: Pipeline, k: float) -> torch.Tensor:
-    """The mean latent (N, 16, 1, 16, 16) of each training scene drawn with each of the five shapes, cached in /tmp."""
-    path = cache_path("mean5", k)
+def five_shapes(pipe: Pipeline, k: float, each: bool = False) -> torch.Tensor:
+    """Each training scene drawn with each of the five shapes: the mean latent (N, 16, 1, 16, 16), or with `each` all
+    five (5, N, 16, 1, 16, 16) in world.SHAPES' order, half precision; cached in /tmp."""
+    path = cache_path("shapes5" if each else "mean5", k)
     if path.exists():
         return torch.load(path)
     scenes = scaled(still_scenes("train", IMAGES, 0), k)
-    total = None
+    drawn = []
     with torch.no_grad():
         for shape in world.SHAPES:
             for s in scenes:
                 s.objects[0].shape = shape
-            z = torch.cat([pipe.encode(world.draw(s, 1, 64, 64)) for s in scenes])
-            total = z if total is None else total + z
-    mean = total / len(world.SHAPES)
+            drawn.append(torch.cat([pipe.encode(world.draw(s, 1, 64, 64)) for s in scenes]))
+    out = torch.stack(drawn).half() if each else torch.stack(drawn).mean(0)
     CACHE.mkdir(exist_ok=True)
-    torch.save(mean, path)
-    return mean
+    torch.save(out, path)
+    return out
 
 
 def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
@@ -187,6 +196,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
         SHAPE_ONLY = False
     full = (latents, texts, ids)
     mean5 = five_shapes(pipe, args.size_scale) if args.blend or args.outline else None
+    each5 = five_shapes(pipe, args.size_scale, each=True) if args.blend_with == "other" else None
     mixed = first_stage if args.shape_mix else None
     first_stage = first_stage if args.shape_first else None
     with torch.no_grad():
@@ -204,6 +214,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
                    scale=args.text_lr if is_text else 1.0) for is_text in (True, False)]
     optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = Ema(net, 0.998)
+    forward = torch.compile(net.dit) if args.compile else net.dit
     gen = torch.Generator().manual_seed(0)
     started, step, smooth, log, trend, paused = time.time(), 0, None, [], [], 0.0
     aux_smooth = None  # the auxiliary shape loss (log 5 = 1.61: the shape not read at all)
@@ -245,24 +256,29 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
             context = torch.where(drop[:, None, None], empty, texts[idx])
         else:
             context = net.tokens(ids[idx], drop)
+        left = 1 - (time.time() - started - paused) / (args.minutes * 60)  # the share of the budget still to go
         for group in optimizer.param_groups:
-            group["lr"] = args.lr * group["scale"] * min(1.0, (step + 1) / 200)
+            group["lr"] = args.lr * group["scale"] * min(1.0, (step + 1) / 200, left / args.decay if args.decay else 1.0)
         x0 = latents[idx]
         with torch.autocast("cpu", dtype=torch.bfloat16):
             source = x0  # what is noised; the target stays x0 (or its velocity)
             if mean5 is not None:  # the first share of the batch a caption-necessary blend
                 blended = torch.arange(b) < round(args.blend * b)
                 lam = torch.where(blended, torch.rand(b, generator=gen), torch.zeros(b))[:, None, None, None, None]
-                sigma = torch.where(blended, sigma.clamp(min=0.25), sigma)
-                source = (1 - lam) * x0 + lam * mean5[idx]
+                sigma = torch.where(blended, sigma.clamp(min=args.blend_floor), sigma)
+                if each5 is None:
+                    source = (1 - lam) * x0 + lam * mean5[idx]
+                else:  # the same scene with one of the four other shapes
+                    other = (ids[idx][:, 1] + torch.randint(1, len(world.SHAPES), (b,), generator=gen)) % len(world.SHAPES)
+                    source = (1 - lam) * x0 + lam * each5[other, idx].float()
             s5 = sigma[:, None, None, None, None]
-            grid = net.dit.token_grid(*x0.shape[2:])
-            out = net.dit((1 - s5) * source + s5 * noise, frame_timesteps_to_tokens(sigma[:, None] * 1000, grid),
-                          context).float()
+            out = forward((1 - s5) * source + s5 * noise, sigma * 1000, context).float()  # one timestep a sample
             if args.target == "v":
                 loss = (out - (noise - x0)).pow(2).mean()
             else:  # dit_loss's weighting: the x0 error over max(sigma, MIN_SIGMA)^2
                 weight = 1 / s5.clamp(min=MIN_SIGMA) ** 2
+                if mean5 is not None:  # a blend's weight as at noise 0.25 at most, whatever its floor
+                    weight = torch.where(blended[:, None, None, None, None], weight.clamp(max=16.0), weight)
                 if args.outline:  # (B, 1, 1, H, W): where this shape's latent differs from the five shapes' mean
                     d = (x0 - mean5[idx]).pow(2).sum(1, keepdim=True)
                     weight = weight * (1 + args.outline * d / d.mean((2, 3, 4), keepdim=True).clamp(min=1e-6))
@@ -381,6 +397,8 @@ def main() -> None:
     parser.add_argument("--place", choices=("random", "centre"), default="random")
     parser.add_argument("--shape-only", action="store_true")
     parser.add_argument("--blend", type=float, default=0.0)
+    parser.add_argument("--blend-floor", type=float, default=0.25, help="the blended share's lowest noise level")
+    parser.add_argument("--blend-with", choices=("mean", "other"), default="mean")
     parser.add_argument("--aux-shape", type=float, default=0.0)
     parser.add_argument("--outline", type=float, default=0.0)
     parser.add_argument("--text-lr", type=float, default=1.0)
@@ -388,10 +406,13 @@ def main() -> None:
     parser.add_argument("--shape-mix", type=float, default=0.0)
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--decay", type=float, default=0.0,
+                        help="the learning rate falls linearly to 0 over that last share of the training minutes")
     parser.add_argument("--lr", type=float, default=5e-4, help="AdamW's learning rate after the warm-up")
     parser.add_argument("--guidance", type=lambda v: [float(x) for x in v.split(",")], default=[4.0],
                         help="the judging guidance scale; further comma-separated ones judge the held-out set again")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--compile", action="store_true")
     parser.add_argument("--every", type=float, default=5.0, help="judge the EMA weights every so many minutes")
     parser.add_argument("--heldout", type=int, default=100)
     parser.add_argument("--prepare", action="store_true", help="only encode and cache the training set")
@@ -405,6 +426,8 @@ def main() -> None:
         data(pipe, args.size_scale)
         if args.blend or args.outline:
             five_shapes(pipe, args.size_scale)
+        if args.blend_with == "other":
+            five_shapes(pipe, args.size_scale, each=True)
         return
     net, record = train(pipe, args)
     torch.save(net.state_dict(), CACHE / f"{args.name}.pt")  # the EMA weights, for a later look
