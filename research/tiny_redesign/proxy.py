@@ -371,7 +371,9 @@ def judge_heldout(pipe: Pipeline, k: float, count: int, guidance: float, split: 
         shapes[str(found.shape)] = shapes.get(str(found.shape), 0) + 1
         for key in hits:
             hits[key].append(verdict[key])
-    return {**{k_: round(float(np.mean(v)), 2) for k_, v in hits.items()}, "judged_shapes": shapes}
+    by_word = {w: [ok for scene, ok in zip(scenes, hits["shape"]) if scene.objects[0].shape == w] for w in world.SHAPES}
+    return {**{k_: round(float(np.mean(v)), 2) for k_, v in hits.items()}, "judged_shapes": shapes,
+            "shape_by_word": {w: f"{sum(v)}/{len(v)}" for w, v in by_word.items()}}
 
 
 def grid(pipe: Pipeline, path: Path, guidance: float) -> None:
