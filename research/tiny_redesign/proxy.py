@@ -50,9 +50,9 @@ sampler, 20 steps, guidance 4, one pass, seed i), with these switches:
                       the scene's latent and the mean of its five shapes (the outline band: where the shape word
                       is what decides the pixel), so the few positions that carry the shape are not drowned by the
                       many that carry colour, background and place.
-  --compile           the training forward pass through torch.compile (2.5x the samples of a run on one thread
-                      when it also has both cores: 120 ms a step at --patch 2 --width 128 against 300 ms; the
-                      first rounds below ran two runs side by side, one thread each, eager).
+  --compile           the training forward pass through torch.compile: with --threads 2 on this 2-core machine a
+                      run makes 2.7x the steps of an eager one-thread run (step_time.py; the first three rounds
+                      ran that way, two runs side by side).
   --shape-only        every object red on black: the shape word is the only word that varies (a diagnostic: can
                       the shape be learnt at all when no other word competes for the network's first steps?).
 
@@ -195,8 +195,9 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
         first_stage = data(pipe, args.size_scale)[:3]
         SHAPE_ONLY = False
     full = (latents, texts, ids)
-    mean5 = five_shapes(pipe, args.size_scale) if args.blend or args.outline else None
-    each5 = five_shapes(pipe, args.size_scale, each=True) if args.blend_with == "other" else None
+    each5 = five_shapes(pipe, args.size_scale, each=True) if args.blend and args.blend_with == "other" else None
+    mean5 = None if not (args.blend or args.outline) else \
+        each5.float().mean(0) if each5 is not None else five_shapes(pipe, args.size_scale)
     mixed = first_stage if args.shape_mix else None
     first_stage = first_stage if args.shape_first else None
     with torch.no_grad():
@@ -257,8 +258,9 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
         else:
             context = net.tokens(ids[idx], drop)
         left = 1 - (time.time() - started - paused) / (args.minutes * 60)  # the share of the budget still to go
+        rate = args.lr * min(1.0, (step + 1) / 200, left / args.decay if args.decay else 1.0)
         for group in optimizer.param_groups:
-            group["lr"] = args.lr * group["scale"] * min(1.0, (step + 1) / 200, left / args.decay if args.decay else 1.0)
+            group["lr"] = rate * group["scale"]
         x0 = latents[idx]
         with torch.autocast("cpu", dtype=torch.bfloat16):
             source = x0  # what is noised; the target stays x0 (or its velocity)
@@ -269,7 +271,8 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
                 if each5 is None:
                     source = (1 - lam) * x0 + lam * mean5[idx]
                 else:  # the same scene with one of the four other shapes
-                    other = (ids[idx][:, 1] + torch.randint(1, len(world.SHAPES), (b,), generator=gen)) % len(world.SHAPES)
+                    n = len(world.SHAPES)
+                    other = (ids[idx][:, 1] + torch.randint(1, n, (b,), generator=gen)) % n
                     source = (1 - lam) * x0 + lam * each5[other, idx].float()
             s5 = sigma[:, None, None, None, None]
             out = forward((1 - s5) * source + s5 * noise, sigma * 1000, context).float()  # one timestep a sample
@@ -426,10 +429,10 @@ def main() -> None:
     pipe = Pipeline.from_pretrained(None, device="cpu")
     if args.prepare:
         data(pipe, args.size_scale)
-        if args.blend or args.outline:
-            five_shapes(pipe, args.size_scale)
-        if args.blend_with == "other":
+        if args.blend and args.blend_with == "other":
             five_shapes(pipe, args.size_scale, each=True)
+        elif args.blend or args.outline:
+            five_shapes(pipe, args.size_scale)
         return
     net, record = train(pipe, args)
     torch.save(net.state_dict(), CACHE / f"{args.name}.pt")  # the EMA weights, for a later look
