@@ -31,10 +31,11 @@ sampler, 20 steps, guidance 4, one pass, seed i), with these switches:
   --shape-first M     a curriculum: the first M training minutes on --shape-only's scenes, then the full world.
   --blend F           that share of every batch is a caption-necessary blend: the input frame is noised from a mix
                       (1 - l) a + l m of the scene's latent a and the mean m of the same scene drawn with each of the
-                      five shapes (same place, size, colour, background), l ~ U(0, 1), at noise >= 0.25; the target
-                      stays a. The noised input then shows where the object is and its colour, but its outline only
-                      partly, so the shape word is what tells the network which outline to draw, at every noise
-                      level, not only in the narrow band where plain training needs it.
+                      five shapes (same place, size, colour, background), l ~ U(0, 1), at noise >= 0.25 (see
+                      --blend-floor); the target stays a. The noised input then shows where the object is and its
+                      colour, but its outline only partly, so the shape word is what tells the network which
+                      outline to draw, at every noise level, not only in the narrow band where plain training
+                      needs it.
   --blend-floor S     the blended share's lowest noise level (0.25); below 0.25 its loss keeps 0.25's weight, so a
                       nearly clean blend (an outline the network should redraw) does not swamp the loss.
   --blend-with other  blend with the same scene drawn with one of the four other shapes instead of the five-shape
@@ -90,6 +91,7 @@ from probe_word_use import caption  # noqa: E402
 HERE = Path(__file__).resolve().parent
 CACHE = Path("/tmp/tiny_redesign_cache")
 GRID = ("red", "white")  # colour and background of the picture grid
+BLEND_FLOOR = 0.25  # the blends' default lowest noise level; a blend's loss weight never exceeds this level's
 
 
 PLACE = "random"  # set from --place
@@ -144,6 +146,12 @@ class Net(nn.Module):
             dit.blocks[len(dit.blocks) // 2 - 1].register_forward_hook(lambda m, i, o: setattr(self, "middle", o))
 
 
+def transformer_config(patch: int, width: int, layers: int = 6) -> TransformerConfig:
+    """sora-tiny's transformer with other patches, width (64-d heads, FFN 4x as wide) and depth."""
+    return TransformerConfig.from_dict(dict(TINY_DIT, patch_size=(1, patch, patch), num_layers=layers,
+                                            num_attention_heads=width // 64, ffn_dim=4 * width))
+
+
 def cache_path(what: str, k: float) -> Path:
     """Where the training set's latents (or their five-shape means) for this world are cached."""
     return CACHE / f"{what}_k{k}{'_centre' if PLACE == 'centre' else ''}{'_shape' if SHAPE_ONLY else ''}.pt"
@@ -185,6 +193,20 @@ def five_shapes(pipe: Pipeline, k: float, each: bool = False) -> torch.Tensor:
     return out
 
 
+Latents = torch.Tensor | None
+
+
+def blend_partners(pipe: Pipeline, args: argparse.Namespace) -> tuple[Latents, Latents]:
+    """What a run's blends and outline weights need: the five-shape mean latents, and for --blend-with other all five
+    drawings (the mean then taken from them); None where not needed."""
+    if args.blend and args.blend_with == "other":
+        each5 = five_shapes(pipe, args.size_scale, each=True)
+        return each5.float().mean(0), each5
+    if args.blend or args.outline:
+        return five_shapes(pipe, args.size_scale), None
+    return None, None
+
+
 def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
     """Trains for args.minutes of wall time; every args.every minutes the EMA weights so far are judged on the
     held-out set (the clock is stopped meanwhile), to show the trend."""
@@ -195,18 +217,15 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
         first_stage = data(pipe, args.size_scale)[:3]
         SHAPE_ONLY = False
     full = (latents, texts, ids)
-    each5 = five_shapes(pipe, args.size_scale, each=True) if args.blend and args.blend_with == "other" else None
-    mean5 = None if not (args.blend or args.outline) else \
-        each5.float().mean(0) if each5 is not None else five_shapes(pipe, args.size_scale)
+    mean5, each5 = blend_partners(pipe, args)
     mixed = first_stage if args.shape_mix else None
     first_stage = first_stage if args.shape_first else None
     with torch.no_grad():
         empty = pipe.encode_text([""])[0].float()
     warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
     torch.manual_seed(0)
-    config = TransformerConfig.from_dict(dict(TINY_DIT, patch_size=(1, args.patch, args.patch), num_layers=args.layers,
-                                              num_attention_heads=args.width // 64, ffn_dim=4 * args.width))
-    net = Net(WanTransformer(config), Tokens() if args.cond == "tokens" else None, args.aux_shape > 0).train()
+    dit = WanTransformer(transformer_config(args.patch, args.width, args.layers))
+    net = Net(dit, Tokens() if args.cond == "tokens" else None, args.aux_shape > 0).train()
     print(f"{sum(t.numel() for t in net.parameters()) / 1e6:.2f} M parameters", flush=True)
     # the text path (the caption states' embedding and the cross-attention's keys and values) may learn faster
     text_path = ("condition_embedder.text_embedder.", "attn2.to_k.", "attn2.to_v.", "attn2.norm_k.")
@@ -269,19 +288,21 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
                 lam = torch.where(blended, torch.rand(b, generator=gen), torch.zeros(b))[:, None, None, None, None]
                 sigma = torch.where(blended, sigma.clamp(min=args.blend_floor), sigma)
                 if each5 is None:
-                    source = (1 - lam) * x0 + lam * mean5[idx]
+                    partner = mean5[idx]
                 else:  # the same scene with one of the four other shapes
                     n = len(world.SHAPES)
                     other = (ids[idx][:, 1] + torch.randint(1, n, (b,), generator=gen)) % n
-                    source = (1 - lam) * x0 + lam * each5[other, idx].float()
+                    partner = each5[other, idx].float()
+                source = (1 - lam) * x0 + lam * partner
             s5 = sigma[:, None, None, None, None]
             out = forward((1 - s5) * source + s5 * noise, sigma * 1000, context).float()  # one timestep a sample
             if args.target == "v":
                 loss = (out - (noise - x0)).pow(2).mean()
             else:  # dit_loss's weighting: the x0 error over max(sigma, MIN_SIGMA)^2
                 weight = 1 / s5.clamp(min=MIN_SIGMA) ** 2
-                if mean5 is not None:  # a blend's weight as at noise 0.25 at most, whatever its floor
-                    weight = torch.where(blended[:, None, None, None, None], weight.clamp(max=16.0), weight)
+                if mean5 is not None:  # a blend's weight as at BLEND_FLOOR at most, whatever its floor
+                    capped = weight.clamp(max=BLEND_FLOOR ** -2)
+                    weight = torch.where(blended[:, None, None, None, None], capped, weight)
                 if args.outline:  # (B, 1, 1, H, W): where this shape's latent differs from the five shapes' mean
                     d = (x0 - mean5[idx]).pow(2).sum(1, keepdim=True)
                     weight = weight * (1 + args.outline * d / d.mean((2, 3, 4), keepdim=True).clamp(min=1e-6))
@@ -402,7 +423,8 @@ def main() -> None:
     parser.add_argument("--place", choices=("random", "centre"), default="random")
     parser.add_argument("--shape-only", action="store_true")
     parser.add_argument("--blend", type=float, default=0.0)
-    parser.add_argument("--blend-floor", type=float, default=0.25, help="the blended share's lowest noise level")
+    parser.add_argument("--blend-floor", type=float, default=BLEND_FLOOR,
+                        help="the blended share's lowest noise level")
     parser.add_argument("--blend-with", choices=("mean", "other"), default="mean")
     parser.add_argument("--aux-shape", type=float, default=0.0)
     parser.add_argument("--outline", type=float, default=0.0)
@@ -429,10 +451,7 @@ def main() -> None:
     pipe = Pipeline.from_pretrained(None, device="cpu")
     if args.prepare:
         data(pipe, args.size_scale)
-        if args.blend and args.blend_with == "other":
-            five_shapes(pipe, args.size_scale, each=True)
-        elif args.blend or args.outline:
-            five_shapes(pipe, args.size_scale)
+        blend_partners(pipe, args)
         return
     net, record = train(pipe, args)
     torch.save(net.state_dict(), CACHE / f"{args.name}.pt")  # the EMA weights, for a later look

@@ -15,17 +15,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from proxy import Net, Tokens  # noqa: E402
-from sora_cli.models.wan.transformer import TransformerConfig, WanTransformer  # noqa: E402
-from sora_cli.tiny.train.dit import TINY_DIT  # noqa: E402
+from proxy import Net, Tokens, transformer_config  # noqa: E402
+from sora_cli.models.wan.transformer import WanTransformer  # noqa: E402
 
 
 def step_ms(threads: int, compiled: bool, bf16: bool, patch: int, width: int, batch: int, steps: int = 30) -> float:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    config = TransformerConfig.from_dict(dict(TINY_DIT, patch_size=(1, patch, patch), num_attention_heads=width // 64,
-                                              ffn_dim=4 * width))
-    net = Net(WanTransformer(config), Tokens()).train()
+    net = Net(WanTransformer(transformer_config(patch, width)), Tokens()).train()
     forward = torch.compile(net.dit) if compiled else net.dit
     optimizer = torch.optim.AdamW(net.parameters(), lr=5e-4)
     x, sigma = torch.randn(batch, 16, 1, 16, 16), torch.rand(batch)
