@@ -10,12 +10,17 @@ moving up on a white background" (seed 1). 64x64 frames shown at 128x128.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from sora_cli import Pipeline
-from sora_cli.tiny import world
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proxy import draw_batch  # noqa: E402
+
+from sora_cli import Pipeline  # noqa: E402
+from sora_cli.tiny import world  # noqa: E402
 
 MOVING = ("a red circle moving right on a black background", "a blue square moving up on a white background")
 
@@ -27,11 +32,8 @@ def main() -> None:
     parser.add_argument("--passes", type=int, choices=(1, 2), default=None, help="default: the model's")
     args = parser.parse_args()
     pipe = Pipeline.from_pretrained(args.model)
-    rows = []
-    for seed in (1, 2):
-        stills = [pipe(f"a red {s} on a white background", height=64, width=64, num_frames=1, seed=seed).frames[0]
-                  for s in world.SHAPES]
-        rows.append(np.concatenate(stills, 1))
+    stills = draw_batch(pipe, [f"a red {s} on a white background" for s in world.SHAPES] * 2, [1] * 5 + [2] * 5)
+    rows = [np.concatenate([f[0] for f in stills[i:i + 5]], 1) for i in (0, 5)]
     for prompt in MOVING:
         frames = pipe(prompt, height=64, width=64, num_frames=17, seed=1, passes=args.passes).frames
         rows.append(np.concatenate(list(frames[::4]), 1))

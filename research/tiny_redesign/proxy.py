@@ -369,10 +369,14 @@ def follow(pipe: Pipeline, net: Net, target: str, k: float, count: int = 40) -> 
             t = frame_timesteps_to_tokens(torch.full((2 * count, 1), s * 1000.0), grid)
             y = net.dit(xt2, t, context).float()
             x0 = xt2 - s * y if target == "v" else y
-            d = (x0[count:] - x0[:count]).flatten(1)
-            ab = (b - a).flatten(1)
-            out[f"{word}@{s}"] = round(float(((d * ab).sum(1) / ab.pow(2).sum(1)).median()), 3)
+            out[f"{word}@{s}"] = along(x0[count:] - x0[:count], b - a)
     return out
+
+
+def along(d: torch.Tensor, ab: torch.Tensor) -> float:
+    """The median over samples of how far the moves d go along the moves ab: <d, ab> / |ab|^2."""
+    d, ab = d.flatten(1), ab.flatten(1)
+    return round(float(((d * ab).sum(1) / ab.pow(2).sum(1)).median()), 3)
 
 
 def draw_batch(pipe: Pipeline, prompts: list[str], seeds: list[int], guidance: float = 4.0) -> list[np.ndarray]:

@@ -11,7 +11,9 @@ Prints one JSON object:
   lean = <x0_hat - (a + b) / 2, a - b> / |a - b|^2 under the empty caption and under the clip's own (0: no lean,
   0.5: all the way to a). A network that knew each clip's true shape from its place and colour would lean to a
   without the caption.
-The object sizes are the world's own (the patch already scales them), so proxy.py's scale is 1.
+Run it with `clip_recipe.patch` applied: the stills and pairs are drawn at the world's own object sizes, which
+the patch makes 1.8x (so proxy.py's scale is 1); on the shipped world they come out smaller and the figures
+differ.
 """
 
 from __future__ import annotations
@@ -44,9 +46,7 @@ def lean(pipe: Pipeline, latents: Path, count: int = 40) -> dict:
         xt = (1 - s) * (a + b) / 2 + s * torch.randn(a.shape, generator=gen)
         t = frame_timesteps_to_tokens(torch.full((count, 1), s * 1000.0), grid)
         for name, context in contexts.items():
-            d = (dit(xt, t, context).float() - (a + b) / 2).flatten(1)
-            ab = (a - b).flatten(1)
-            out[f"{name}@{s}"] = round(float(((d * ab).sum(1) / ab.pow(2).sum(1)).median()), 3)
+            out[f"{name}@{s}"] = proxy.along(dit(xt, t, context).float() - (a + b) / 2, a - b)
     return out
 
 
