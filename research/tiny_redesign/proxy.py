@@ -41,6 +41,8 @@ sampler, 20 steps, guidance 4, one pass, seed i), with these switches:
   --blend-with other  blend with the same scene drawn with one of the four other shapes instead of the five-shape
                       mean: the input shows a wrong outline, which only the word can overrule.
   --lr R              AdamW's learning rate after the 200 warm-up steps (5e-4).
+  --schedule recipe   the clip recipe's schedule: after the warm-up the rate falls on a cosine to a tenth of --lr at
+                      --steps (common.lr_at), and the EMA decays by 0.999 rather than 0.998.
   --decay F           the learning rate falls linearly to 0 over the last share F of the training minutes (the
                       budget is wall time, so the schedule is too); constant by default.
   --text-lr K         the text path's learning rate K times the rest's: the caption states' embedding MLP and the
@@ -54,6 +56,17 @@ sampler, 20 steps, guidance 4, one pass, seed i), with these switches:
   --compile           the training forward pass through torch.compile: with --threads 2 on this 2-core machine a
                       run makes 2.7x the steps of an eager one-thread run (step_time.py; the first three rounds
                       ran that way, two runs side by side).
+  --captions recipe   train on the clip recipe's captions (three phrasings a scene from sora_cli.tiny.captions, with
+                      its synonyms and templates, one drawn a sample) instead of the fixed template; the judging
+                      keeps the fixed template.
+  --scenes recipe     train on the first frames of the clip recipe's own scenes (world.sample_scene with
+                      clip_recipe.patch applied: its sizes, which a moving object's path caps, two objects in 30%,
+                      any motion, which recipe captions name) drawn at 64x64, instead of still single objects scaled
+                      by --size-scale; the judging keeps the proxy's held-out stills.
+  --images N          train on the first N of the 4096 scenes only (the recipe encodes 2000 clips).
+  --one-partner       each scene's blend partner is one other shape fixed for the run (the recipe caches one partner
+                      clip a scene) rather than any of the four others, drawn afresh each time.
+  --steps N           stop after N training steps (or the minutes, whichever comes first), for step-matched runs.
   --shape-only        every object red on black: the shape word is the only word that varies (a diagnostic: can
                       the shape be learnt at all when no other word competes for the network's first steps?).
 
@@ -81,8 +94,8 @@ from torch import nn  # noqa: E402
 
 from sora_cli import Pipeline  # noqa: E402
 from sora_cli.models.wan.transformer import TransformerConfig, WanTransformer, frame_timesteps_to_tokens  # noqa: E402
-from sora_cli.tiny import judge, world  # noqa: E402
-from sora_cli.tiny.train.common import Ema, descend  # noqa: E402
+from sora_cli.tiny import captions, judge, world  # noqa: E402
+from sora_cli.tiny.train.common import Ema, descend, lr_at  # noqa: E402
 from sora_cli.tiny.train.dit import MIN_SIGMA, TINY_DIT  # noqa: E402
 
 from learn_layout import IMAGES, still_scenes  # noqa: E402
@@ -95,6 +108,8 @@ BLEND_FLOOR = 0.25  # the blends' default lowest noise level; a blend's loss wei
 
 
 PLACE = "random"  # set from --place
+RECIPE_CAPTIONS = False  # set from --captions
+RECIPE_SCENES = False  # set from --scenes
 SHAPE_ONLY = False  # set from --shape-only
 
 
@@ -152,25 +167,45 @@ def transformer_config(patch: int, width: int, layers: int = 6) -> TransformerCo
                                             num_attention_heads=width // 64, ffn_dim=4 * width))
 
 
+def training_scenes(k: float) -> list[world.Scene]:
+    """The training set's scenes: still single objects scaled by k, or with --scenes recipe the clip recipe's."""
+    if RECIPE_SCENES:
+        rng = np.random.default_rng(0)
+        return [world.sample_scene(rng, "train") for _ in range(IMAGES)]
+    return scaled(still_scenes("train", IMAGES, 0), k)
+
+
 def cache_path(what: str, k: float) -> Path:
     """Where the training set's latents (or their five-shape means) for this world are cached."""
-    return CACHE / f"{what}_k{k}{'_centre' if PLACE == 'centre' else ''}{'_shape' if SHAPE_ONLY else ''}.pt"
+    tags = ("_centre" if PLACE == "centre" else "") + ("_shape" if SHAPE_ONLY else "")
+    tags += "_recipescenes" if RECIPE_SCENES else ""
+    tags += "_recipecap" if RECIPE_CAPTIONS and what == "train" else ""
+    return CACHE / f"{what}_k{k}{tags}.pt"
 
 
 def data(pipe: Pipeline, k: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[world.Scene]]:
-    """Latents (N, 16, 1, 16, 16), caption states (N, 40, 384) fp16->fp32, word ids (N, 3), cached in /tmp."""
-    scenes = scaled(still_scenes("train", IMAGES, 0), k)
+    """Latents (N, 16, 1, 16, 16), caption states (N, 40, 384) fp16->fp32 (with --captions recipe (N, 3, 40, 384):
+    three phrasings a scene), word ids (N, 3), cached in /tmp."""
+    scenes = training_scenes(k)
     path = cache_path("train", k)
     if path.exists():
         d = torch.load(path)
     else:
         with torch.no_grad():
-            latents = torch.cat([pipe.encode(world.draw(s, 1, 64, 64)) for s in scenes])
-            texts = pipe.encode_text([caption(s.objects[0], s.background) for s in scenes]).half()
+            drawn = path.with_name(path.name.replace("_recipecap", ""))  # the same stills, captioned otherwise
+            latents = torch.load(drawn)["latents"] if drawn.exists() and drawn != path else \
+                torch.cat([pipe.encode(world.draw(s, 1, 64, 64)) for s in scenes])
+            if RECIPE_CAPTIONS:
+                rng = np.random.default_rng(0)
+                phrased = [captions.caption(s, rng, "train") for s in scenes for _ in range(3)]
+                texts = pipe.encode_text(phrased).half().unflatten(0, (len(scenes), 3))
+            else:
+                texts = pipe.encode_text([caption(s.objects[0], s.background) for s in scenes]).half()
         d = dict(latents=latents, texts=texts)
         CACHE.mkdir(exist_ok=True)
         torch.save(d, path)
-    ids = torch.tensor([Tokens.ids(caption(s.objects[0], s.background)) for s in scenes])
+    ids = torch.tensor([(world.OBJECT_COLORS.index(s.objects[0].color), world.SHAPES.index(s.objects[0].shape),
+                         world.BACKGROUNDS.index(s.background)) for s in scenes])
     return d["latents"], d["texts"].float(), ids, scenes
 
 
@@ -180,7 +215,7 @@ def five_shapes(pipe: Pipeline, k: float, each: bool = False) -> torch.Tensor:
     path = cache_path("shapes5" if each else "mean5", k)
     if path.exists():
         return torch.load(path)
-    scenes = scaled(still_scenes("train", IMAGES, 0), k)
+    scenes = training_scenes(k)
     drawn = []
     with torch.no_grad():
         for shape in world.SHAPES:
@@ -233,13 +268,14 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
     groups = [dict(params=[p for n, p in net.named_parameters() if (n in text) == is_text],
                    scale=args.text_lr if is_text else 1.0) for is_text in (True, False)]
     optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
-    ema = Ema(net, 0.998)
+    ema = Ema(net, 0.999 if args.schedule == "recipe" else 0.998)
     forward = torch.compile(net.dit) if args.compile else net.dit
     gen = torch.Generator().manual_seed(0)
+    fixed_shift = torch.randint(1, len(world.SHAPES), (IMAGES,), generator=torch.Generator().manual_seed(1))
     started, step, smooth, log, trend, paused = time.time(), 0, None, [], [], 0.0
     aux_smooth = None  # the auxiliary shape loss (log 5 = 1.61: the shape not read at all)
     next_check = args.every * 60 if args.every else float("inf")
-    while time.time() - started - paused < args.minutes * 60:
+    while time.time() - started - paused < args.minutes * 60 and step < args.steps:
         if time.time() - started - paused >= next_check:
             t = time.time()
             snapshot = copy.deepcopy(net)
@@ -257,7 +293,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
             first_stage = None
             print(f"step {step}: the full world from here", flush=True)
         latents, texts, ids = first_stage or full
-        idx = torch.randint(IMAGES, (b,), generator=gen)
+        idx = torch.randint(args.images, (b,), generator=gen)
         if mixed is not None:  # the first share of the batch from the shape-only scenes
             m = round(args.shape_mix * b)
             latents, texts, ids = (torch.cat([x[idx[:m]], y[idx[m:]]]) for x, y in zip(mixed, full))
@@ -273,11 +309,16 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
             sigma = torch.where(torch.arange(b) < b // 2, 3 * u / (1 + 2 * u), 0.85 + 0.15 * u)
         noise = torch.randn((b, *latents.shape[1:]), generator=gen)
         if net.tokens is None:
-            context = torch.where(drop[:, None, None], empty, texts[idx])
+            states = texts[idx]
+            if states.dim() == 4:  # one of each scene's phrasings
+                states = states[torch.arange(b), torch.randint(states.shape[1], (b,), generator=gen)]
+            context = torch.where(drop[:, None, None], empty, states)
         else:
             context = net.tokens(ids[idx], drop)
         left = 1 - (time.time() - started - paused) / (args.minutes * 60)  # the share of the budget still to go
         rate = args.lr * min(1.0, (step + 1) / 200, left / args.decay if args.decay else 1.0)
+        if args.schedule == "recipe":
+            rate = lr_at(step, args.steps, args.lr, 200)
         for group in optimizer.param_groups:
             group["lr"] = rate * group["scale"]
         x0 = latents[idx]
@@ -291,7 +332,8 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
                     partner = mean5[idx]
                 else:  # the same scene with one of the four other shapes
                     n = len(world.SHAPES)
-                    other = (ids[idx][:, 1] + torch.randint(1, n, (b,), generator=gen)) % n
+                    shift = fixed_shift[idx] if args.one_partner else torch.randint(1, n, (b,), generator=gen)
+                    other = (ids[idx][:, 1] + shift) % n
                     partner = each5[other, idx].float()
                 source = (1 - lam) * x0 + lam * partner
             s5 = sigma[:, None, None, None, None]
@@ -435,8 +477,14 @@ def main() -> None:
     parser.add_argument("--text-lr", type=float, default=1.0)
     parser.add_argument("--shape-first", type=float, default=0.0)
     parser.add_argument("--shape-mix", type=float, default=0.0)
+    parser.add_argument("--captions", choices=("template", "recipe"), default="template")
+    parser.add_argument("--scenes", choices=("still", "recipe"), default="still")
     parser.add_argument("--minutes", type=float, default=15.0)
+    parser.add_argument("--steps", type=int, default=10 ** 9)
+    parser.add_argument("--images", type=int, default=IMAGES)
+    parser.add_argument("--one-partner", action="store_true")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--schedule", choices=("constant", "recipe"), default="constant")
     parser.add_argument("--decay", type=float, default=0.0,
                         help="the learning rate falls linearly to 0 over that last share of the training minutes")
     parser.add_argument("--lr", type=float, default=5e-4, help="AdamW's learning rate after the warm-up")
@@ -450,8 +498,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    global PLACE, SHAPE_ONLY
-    PLACE, SHAPE_ONLY = args.place, args.shape_only
+    global PLACE, SHAPE_ONLY, RECIPE_CAPTIONS, RECIPE_SCENES
+    PLACE, SHAPE_ONLY, RECIPE_CAPTIONS = args.place, args.shape_only, args.captions == "recipe"
+    RECIPE_SCENES = args.scenes == "recipe"
     pipe = Pipeline.from_pretrained(None, device="cpu")
     if args.prepare:
         data(pipe, args.size_scale)
