@@ -107,6 +107,7 @@ GRID = ("red", "white")  # colour and background of the picture grid
 BLEND_FLOOR = 0.25  # the blends' default lowest noise level; a blend's loss weight never exceeds this level's
 
 
+STEPS_UNSET = 10 ** 9  # --steps' default: the minutes end the run
 PLACE = "random"  # set from --place
 RECIPE_CAPTIONS = False  # set from --captions
 RECIPE_SCENES = False  # set from --scenes
@@ -271,7 +272,8 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
     ema = Ema(net, 0.999 if args.schedule == "recipe" else 0.998)
     forward = torch.compile(net.dit) if args.compile else net.dit
     gen = torch.Generator().manual_seed(0)
-    fixed_shift = torch.randint(1, len(world.SHAPES), (IMAGES,), generator=torch.Generator().manual_seed(1))
+    if args.one_partner:  # each scene's other shape, as an offset from its own in world.SHAPES
+        fixed_shift = torch.randint(1, len(world.SHAPES), (IMAGES,), generator=torch.Generator().manual_seed(1))
     started, step, smooth, log, trend, paused = time.time(), 0, None, [], [], 0.0
     aux_smooth = None  # the auxiliary shape loss (log 5 = 1.61: the shape not read at all)
     next_check = args.every * 60 if args.every else float("inf")
@@ -316,9 +318,10 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
         else:
             context = net.tokens(ids[idx], drop)
         left = 1 - (time.time() - started - paused) / (args.minutes * 60)  # the share of the budget still to go
-        rate = args.lr * min(1.0, (step + 1) / 200, left / args.decay if args.decay else 1.0)
         if args.schedule == "recipe":
             rate = lr_at(step, args.steps, args.lr, 200)
+        else:
+            rate = args.lr * min(1.0, (step + 1) / 200, left / args.decay if args.decay else 1.0)
         for group in optimizer.param_groups:
             group["lr"] = rate * group["scale"]
         x0 = latents[idx]
@@ -480,7 +483,7 @@ def main() -> None:
     parser.add_argument("--captions", choices=("template", "recipe"), default="template")
     parser.add_argument("--scenes", choices=("still", "recipe"), default="still")
     parser.add_argument("--minutes", type=float, default=15.0)
-    parser.add_argument("--steps", type=int, default=10 ** 9)
+    parser.add_argument("--steps", type=int, default=STEPS_UNSET)
     parser.add_argument("--images", type=int, default=IMAGES)
     parser.add_argument("--one-partner", action="store_true")
     parser.add_argument("--batch", type=int, default=32)
@@ -496,6 +499,8 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=100)
     parser.add_argument("--prepare", action="store_true", help="only encode and cache the training set")
     args = parser.parse_args()
+    if args.schedule == "recipe" and args.steps == STEPS_UNSET:
+        parser.error("--schedule recipe decays over --steps: give it")
     if args.threads:
         torch.set_num_threads(args.threads)
     global PLACE, SHAPE_ONLY, RECIPE_CAPTIONS, RECIPE_SCENES
