@@ -63,6 +63,10 @@ sampler, 20 steps, guidance 4, one pass, seed i), with these switches:
                       clip_recipe.patch applied: its sizes, which a moving object's path caps, two objects in 30%,
                       any motion, which recipe captions name) drawn at 64x64, instead of still single objects scaled
                       by --size-scale; the judging keeps the proxy's held-out stills.
+  --buckets recipe    draw each training scene at one of the clip recipe's five aspect-ratio buckets (48x80, 48x64,
+                      64x64, 64x48, 80x48, one drawn uniformly a scene, as dit.draw_clips does), an object's size
+                      measured against the shorter side as the world does; each batch from one bucket, chosen in
+                      proportion to its scenes (as the recipe does); the judging keeps 64x64.
   --images N          train on the first N of the 4096 scenes only (the recipe encodes 2000 clips).
   --one-partner       each scene's blend partner is one other shape fixed for the run (the recipe caches one partner
                       clip a scene) rather than any of the four others, drawn afresh each time.
@@ -111,6 +115,7 @@ STEPS_UNSET = 10 ** 9  # --steps' default: the minutes end the run
 PLACE = "random"  # set from --place
 RECIPE_CAPTIONS = False  # set from --captions
 RECIPE_SCENES = False  # set from --scenes
+BUCKETS = False  # set from --buckets
 SHAPE_ONLY = False  # set from --shape-only
 
 
@@ -176,17 +181,47 @@ def training_scenes(k: float) -> list[world.Scene]:
     return scaled(still_scenes("train", IMAGES, 0), k)
 
 
+def frame_sizes(n: int) -> list[tuple[int, int]]:
+    """Each of n training scenes' (height, width): 64x64, or with --buckets recipe one of the recipe's buckets."""
+    if not BUCKETS:
+        return [(64, 64)] * n
+    sizes = sorted({world.bucket_size(aw, ah, 64 * 64) for aw, ah in world.ASPECTS})
+    return [sizes[i] for i in np.random.default_rng(7).integers(len(sizes), size=n)]
+
+
+def by_size(n: int) -> dict[str, torch.Tensor]:
+    """{"HxW": the indices of the training scenes drawn at that size}."""
+    out: dict[str, list[int]] = {}
+    for i, (h, w) in enumerate(frame_sizes(n)):
+        out.setdefault(f"{h}x{w}", []).append(i)
+    return {k: torch.tensor(v) for k, v in out.items()}
+
+
+def encode(pipe: Pipeline, scenes: list[world.Scene]) -> dict[str, torch.Tensor]:
+    """The scenes' latents {"HxW": (n, 16, 1, H/4, W/4)}, in scene order within each size (as by_size)."""
+    out: dict[str, list[torch.Tensor]] = {}
+    for s, (h, w) in zip(scenes, frame_sizes(len(scenes))):
+        out.setdefault(f"{h}x{w}", []).append(pipe.encode(world.draw(s, 1, h, w)))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def sized(x: torch.Tensor | dict) -> dict[str, torch.Tensor]:
+    """A cache's latents by size (caches of 64x64 frames only hold one tensor)."""
+    return x if isinstance(x, dict) else {"64x64": x}
+
+
 def cache_path(what: str, k: float) -> Path:
     """Where the training set's latents (or their five-shape means) for this world are cached."""
     tags = ("_centre" if PLACE == "centre" else "") + ("_shape" if SHAPE_ONLY else "")
     tags += "_recipescenes" if RECIPE_SCENES else ""
+    tags += "_buckets" if BUCKETS else ""
     tags += "_recipecap" if RECIPE_CAPTIONS and what == "train" else ""
     return CACHE / f"{what}_k{k}{tags}.pt"
 
 
-def data(pipe: Pipeline, k: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[world.Scene]]:
-    """Latents (N, 16, 1, 16, 16), caption states (N, 40, 384) fp16->fp32 (with --captions recipe (N, 3, 40, 384):
-    three phrasings a scene), word ids (N, 3), cached in /tmp."""
+def data(pipe: Pipeline, k: float) -> tuple[dict, torch.Tensor, torch.Tensor, list[world.Scene]]:
+    """Latents by size {"HxW": (n, 16, 1, H/4, W/4)} (as encode), caption states (N, 40, 384) fp16->fp32 (with
+    --captions recipe (N, 3, 40, 384): three phrasings a scene), word ids (N, 3), cached in /tmp."""
     scenes = training_scenes(k)
     path = cache_path("train", k)
     if path.exists():
@@ -195,7 +230,7 @@ def data(pipe: Pipeline, k: float) -> tuple[torch.Tensor, torch.Tensor, torch.Te
         with torch.no_grad():
             drawn = path.with_name(path.name.replace("_recipecap", ""))  # the same stills, captioned otherwise
             latents = torch.load(drawn)["latents"] if drawn.exists() and drawn != path else \
-                torch.cat([pipe.encode(world.draw(s, 1, 64, 64)) for s in scenes])
+                encode(pipe, scenes)
             if RECIPE_CAPTIONS:
                 rng = np.random.default_rng(0)
                 phrased = [captions.caption(s, rng, "train") for s in scenes for _ in range(3)]
@@ -207,29 +242,30 @@ def data(pipe: Pipeline, k: float) -> tuple[torch.Tensor, torch.Tensor, torch.Te
         torch.save(d, path)
     ids = torch.tensor([(world.OBJECT_COLORS.index(s.objects[0].color), world.SHAPES.index(s.objects[0].shape),
                          world.BACKGROUNDS.index(s.background)) for s in scenes])
-    return d["latents"], d["texts"].float(), ids, scenes
+    return sized(d["latents"]), d["texts"].float(), ids, scenes
 
 
-def five_shapes(pipe: Pipeline, k: float, each: bool = False) -> torch.Tensor:
-    """Each training scene drawn with each of the five shapes: the mean latent (N, 16, 1, 16, 16), or with `each` all
-    five (5, N, 16, 1, 16, 16) in world.SHAPES' order, half precision; cached in /tmp."""
+def five_shapes(pipe: Pipeline, k: float, each: bool = False) -> dict[str, torch.Tensor]:
+    """Each training scene drawn with each of the five shapes, by size (as encode): the mean latent (n, 16, 1, h, w),
+    or with `each` all five (5, n, 16, 1, h, w) in world.SHAPES' order, half precision; cached in /tmp."""
     path = cache_path("shapes5" if each else "mean5", k)
     if path.exists():
-        return torch.load(path)
+        return sized(torch.load(path))
     scenes = training_scenes(k)
     drawn = []
     with torch.no_grad():
         for shape in world.SHAPES:
             for s in scenes:
                 s.objects[0].shape = shape
-            drawn.append(torch.cat([pipe.encode(world.draw(s, 1, 64, 64)) for s in scenes]))
-    out = torch.stack(drawn).half() if each else torch.stack(drawn).mean(0)
+            drawn.append(encode(pipe, scenes))
+    out = {b: torch.stack([d[b] for d in drawn]) for b in drawn[0]}
+    out = {b: x.half() if each else x.mean(0) for b, x in out.items()}
     CACHE.mkdir(exist_ok=True)
     torch.save(out, path)
     return out
 
 
-Latents = torch.Tensor | None
+Latents = dict[str, torch.Tensor] | None
 
 
 def blend_partners(pipe: Pipeline, args: argparse.Namespace) -> tuple[Latents, Latents]:
@@ -237,7 +273,7 @@ def blend_partners(pipe: Pipeline, args: argparse.Namespace) -> tuple[Latents, L
     drawings (the mean then taken from them); None where not needed."""
     if args.blend and args.blend_with == "other":
         each5 = five_shapes(pipe, args.size_scale, each=True)
-        return each5.float().mean(0), each5
+        return {b: x.float().mean(0) for b, x in each5.items()}, each5
     if args.blend or args.outline:
         return five_shapes(pipe, args.size_scale), None
     return None, None
@@ -253,6 +289,10 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
         first_stage = data(pipe, args.size_scale)[:3]
         SHAPE_ONLY = False
     full = (latents, texts, ids)
+    # a batch is one frame size's scenes (the first --images of them), the size drawn in proportion to its scenes
+    scenes_at = {b: i[i < args.images] for b, i in by_size(IMAGES).items()}
+    sizes = sorted(scenes_at)
+    size_weights = torch.tensor([len(scenes_at[b]) for b in sizes], dtype=torch.float)
     mean5, each5 = blend_partners(pipe, args)
     mixed = first_stage if args.shape_mix else None
     first_stage = first_stage if args.shape_first else None
@@ -270,7 +310,14 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
                    scale=args.text_lr if is_text else 1.0) for is_text in (True, False)]
     optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = Ema(net, 0.999 if args.schedule == "recipe" else 0.998)
-    forward = torch.compile(net.dit) if args.compile else net.dit
+    # one graph a frame size: dynamic shapes would be compiled as one slow general graph
+    forward = torch.compile(net.dit, dynamic=False) if args.compile else net.dit
+    if args.compile and len(sizes) > 1:  # the rope tables of every frame size up front: the transformer's one-entry
+        rope, tables = net.dit._rope, {}  # cache would enter each graph's guards and recompile it at each new size
+        for size in sizes:
+            grid = net.dit.token_grid(*latents[size].shape[2:])
+            tables[grid] = rope(grid, torch.device("cpu"))
+        net.dit._rope = lambda grid, device: tables[grid] if grid in tables else rope(grid, device)
     gen = torch.Generator().manual_seed(0)
     if args.one_partner:  # each scene's other shape, as an offset from its own in world.SHAPES
         fixed_shift = torch.randint(1, len(world.SHAPES), (IMAGES,), generator=torch.Generator().manual_seed(1))
@@ -295,11 +342,14 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
             first_stage = None
             print(f"step {step}: the full world from here", flush=True)
         latents, texts, ids = first_stage or full
-        idx = torch.randint(args.images, (b,), generator=gen)
+        g = sizes[int(torch.multinomial(size_weights, 1, generator=gen))] if len(sizes) > 1 else sizes[0]
+        j = torch.randint(len(scenes_at[g]), (b,), generator=gen)  # the batch's places in its size's latents
+        idx = scenes_at[g][j]  # and its scenes
+        x0, states, words = latents[g][j], texts[idx], ids[idx]
         if mixed is not None:  # the first share of the batch from the shape-only scenes
             m = round(args.shape_mix * b)
-            latents, texts, ids = (torch.cat([x[idx[:m]], y[idx[m:]]]) for x, y in zip(mixed, full))
-            idx = torch.arange(b)
+            x0, states, words = (torch.cat([x[:m], y[m:]]) for x, y in
+                                 zip((mixed[0][g][j], mixed[1][idx], mixed[2][idx]), (x0, states, words)))
         drop = torch.rand(b, generator=gen) < 0.1
         if args.noise == "shift3":
             u = torch.rand(b, generator=gen)
@@ -309,14 +359,13 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
         else:  # band: half the batch as shift 3, half uniform in [0.85, 1), where the frame shows the object's place
             u = torch.rand(b, generator=gen)  # but not its shape (word_signal.py)
             sigma = torch.where(torch.arange(b) < b // 2, 3 * u / (1 + 2 * u), 0.85 + 0.15 * u)
-        noise = torch.randn((b, *latents.shape[1:]), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
         if net.tokens is None:
-            states = texts[idx]
             if states.dim() == 4:  # one of each scene's phrasings
                 states = states[torch.arange(b), torch.randint(states.shape[1], (b,), generator=gen)]
             context = torch.where(drop[:, None, None], empty, states)
         else:
-            context = net.tokens(ids[idx], drop)
+            context = net.tokens(words, drop)
         left = 1 - (time.time() - started - paused) / (args.minutes * 60)  # the share of the budget still to go
         if args.schedule == "recipe":
             rate = lr_at(step, args.steps, args.lr, 200)
@@ -324,7 +373,6 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
             rate = args.lr * min(1.0, (step + 1) / 200, left / args.decay if args.decay else 1.0)
         for group in optimizer.param_groups:
             group["lr"] = rate * group["scale"]
-        x0 = latents[idx]
         with torch.autocast("cpu", dtype=torch.bfloat16):
             source = x0  # what is noised; the target stays x0 (or its velocity)
             if mean5 is not None:  # the first share of the batch a caption-necessary blend
@@ -332,12 +380,12 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
                 lam = torch.where(blended, torch.rand(b, generator=gen), torch.zeros(b))[:, None, None, None, None]
                 sigma = torch.where(blended, sigma.clamp(min=args.blend_floor), sigma)
                 if each5 is None:
-                    partner = mean5[idx]
+                    partner = mean5[g][j]
                 else:  # the same scene with one of the four other shapes
                     n = len(world.SHAPES)
                     shift = fixed_shift[idx] if args.one_partner else torch.randint(1, n, (b,), generator=gen)
-                    other = (ids[idx][:, 1] + shift) % n
-                    partner = each5[other, idx].float()
+                    other = (words[:, 1] + shift) % n
+                    partner = each5[g][other, j].float()
                 source = (1 - lam) * x0 + lam * partner
             s5 = sigma[:, None, None, None, None]
             out = forward((1 - s5) * source + s5 * noise, sigma * 1000, context).float()  # one timestep a sample
@@ -349,12 +397,12 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
                     capped = weight.clamp(max=BLEND_FLOOR ** -2)
                     weight = torch.where(blended[:, None, None, None, None], capped, weight)
                 if args.outline:  # (B, 1, 1, H, W): where this shape's latent differs from the five shapes' mean
-                    d = (x0 - mean5[idx]).pow(2).sum(1, keepdim=True)
+                    d = (x0 - mean5[g][j]).pow(2).sum(1, keepdim=True)
                     weight = weight * (1 + args.outline * d / d.mean((2, 3, 4), keepdim=True).clamp(min=1e-6))
                 loss = ((out - x0).pow(2) * weight).mean()
         if net.aux is not None:
             logits = net.aux(net.middle.float().mean(1))  # (b, shapes)
-            aux = nn.functional.cross_entropy(logits, ids[idx][:, 1], reduction="none")
+            aux = nn.functional.cross_entropy(logits, words[:, 1], reduction="none")
             aux = (aux * ~drop).sum() / max(1, int((~drop).sum()))
             aux_smooth = float(aux) if aux_smooth is None else 0.98 * aux_smooth + 0.02 * float(aux)
             loss = loss + args.aux_shape * aux
@@ -482,6 +530,7 @@ def main() -> None:
     parser.add_argument("--shape-mix", type=float, default=0.0)
     parser.add_argument("--captions", choices=("template", "recipe"), default="template")
     parser.add_argument("--scenes", choices=("still", "recipe"), default="still")
+    parser.add_argument("--buckets", choices=("none", "recipe"), default="none")
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--steps", type=int, default=STEPS_UNSET)
     parser.add_argument("--images", type=int, default=IMAGES)
@@ -503,9 +552,9 @@ def main() -> None:
         parser.error("--schedule recipe decays over --steps: give it")
     if args.threads:
         torch.set_num_threads(args.threads)
-    global PLACE, SHAPE_ONLY, RECIPE_CAPTIONS, RECIPE_SCENES
+    global PLACE, SHAPE_ONLY, RECIPE_CAPTIONS, RECIPE_SCENES, BUCKETS
     PLACE, SHAPE_ONLY, RECIPE_CAPTIONS = args.place, args.shape_only, args.captions == "recipe"
-    RECIPE_SCENES = args.scenes == "recipe"
+    RECIPE_SCENES, BUCKETS = args.scenes == "recipe", args.buckets == "recipe"
     pipe = Pipeline.from_pretrained(None, device="cpu")
     if args.prepare:
         data(pipe, args.size_scale)

@@ -37,8 +37,8 @@ from sora_cli.models.wan.transformer import frame_timesteps_to_tokens  # noqa: E
 @torch.inference_mode()
 def lean(pipe: Pipeline, latents: Path, count: int = 40) -> dict:
     flat = load_file(str(latents))
-    a = flat["64x64.latents"][:count, :, :1].float()
-    b = flat["64x64.shape"][:count, :, :1].float()
+    a = flat["64x64.still"][:count].float()  # the training stills and their blend partners (another shape)
+    b = flat["64x64.shape"][:count].float()
     contexts = {"empty": pipe.encode_text([""] * count).float(), "caption": flat["64x64.captions"][:count, 0].float()}
     dit, gen, out = pipe.transformer, torch.Generator().manual_seed(0), {}
     grid = dit.token_grid(*a.shape[2:])
