@@ -199,10 +199,11 @@ def by_size(n: int) -> dict[str, torch.Tensor]:
 
 def encode(pipe: Pipeline, scenes: list[world.Scene]) -> dict[str, torch.Tensor]:
     """The scenes' latents {"HxW": (n, 16, 1, H/4, W/4)}, in scene order within each size (as by_size)."""
-    out: dict[str, list[torch.Tensor]] = {}
-    for s, (h, w) in zip(scenes, frame_sizes(len(scenes))):
-        out.setdefault(f"{h}x{w}", []).append(pipe.encode(world.draw(s, 1, h, w)))
-    return {k: torch.cat(v) for k, v in out.items()}
+    out = {}
+    for size, idx in by_size(len(scenes)).items():
+        h, w = map(int, size.split("x"))
+        out[size] = torch.cat([pipe.encode(world.draw(scenes[i], 1, h, w)) for i in idx.tolist()])
+    return out
 
 
 def sized(x: torch.Tensor | dict) -> dict[str, torch.Tensor]:
