@@ -507,6 +507,15 @@ def grid(pipe: Pipeline, path: Path, guidance: float) -> None:
     Image.fromarray(np.concatenate(rows, 0)).resize((5 * 128, 3 * 128), Image.NEAREST).save(path, optimize=True)
 
 
+def write_record(record: dict, name: str, judged_since: float) -> None:
+    """runs/NAME.json: a run's figures with its command and the judging's minutes; printed without the loss log."""
+    script = Path(sys.argv[0]).name
+    record |= dict(name=name, command=f"python research/tiny_redesign/{script} " + " ".join(sys.argv[1:]),
+                   judge_minutes=round((time.time() - judged_since) / 60, 1), threads=torch.get_num_threads())
+    (HERE / "runs" / f"{name}.json").write_text(json.dumps(record, indent=1))
+    print(json.dumps({k: v for k, v in record.items() if k != "loss_log"}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True)
@@ -574,10 +583,7 @@ def main() -> None:
         out = HERE / "runs"
         out.mkdir(exist_ok=True)
         grid(pipe, out / f"{args.name}.png", args.guidance[0])
-    record |= dict(name=args.name, command="python research/tiny_redesign/proxy.py " + " ".join(sys.argv[1:]),
-                   judge_minutes=round((time.time() - t) / 60, 1), threads=torch.get_num_threads())
-    (out / f"{args.name}.json").write_text(json.dumps(record, indent=1))
-    print(json.dumps({k: v for k, v in record.items() if k != "loss_log"}))
+    write_record(record, args.name, t)
 
 
 if __name__ == "__main__":
