@@ -62,7 +62,7 @@ from sora_cli.tiny.train.common import Ema, descend, to_model_range  # noqa: E40
 from sora_cli.tiny.train.dit import MIN_SIGMA, clean_frames  # noqa: E402
 
 from probe_word_use import estimates, follow_along, pair  # noqa: E402
-from proxy import BLEND_FLOOR, CACHE, transformer_config, write_record  # noqa: E402
+from proxy import BLEND_FLOOR, CACHE, load_cache, save_cache, transformer_config, write_record  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FRAMES, SIDE = 17, 64
@@ -113,21 +113,20 @@ def data(pipe: Pipeline, count: int, same_start: bool) -> dict[str, torch.Tensor
     """{"latents", "partners": (N, C, 5, 16, 16), "texts": (N, 40, 384) fp16}, cached in /tmp."""
     radius = np.mean([s.objects[0].size for s in moving_scenes("train", 64, 0)])
     tag = "_samestart" if same_start else ""
-    path = CACHE / f"motion_n{count}_r{radius:.3f}{tag}.pt"  # the radius tells the world's object sizes apart
+    path = CACHE / f"motion_n{count}_r{radius:.3f}{tag}.safetensors"  # the radius tells the world's object sizes apart
     if path.exists():
-        return torch.load(path)
+        return load_cache(path)
     scenes = moving_scenes("train", count, 0)
     rng = np.random.default_rng(1)
     partners = [moved_otherwise(s, rng, same_start) for s in scenes]
     print(f"{sum(p.objects[0].motion != s.objects[0].motion for s, p in zip(scenes, partners))} of {count} scenes "
           "have a partner", flush=True)
-    other = path.with_name(path.name.replace(tag, "") if tag else path.name.replace(".pt", "_samestart.pt"))
+    other = path.with_name(path.name.replace(tag, "") if tag else path.name.replace(".safetensors", "_samestart.safetensors"))
     with torch.no_grad():  # the clips themselves are those of the other kind of partner's cache, where it exists
-        d = {k: v for k, v in torch.load(other).items() if k != "partners"} if other.exists() else \
+        d = {k: v for k, v in load_cache(other).items() if k != "partners"} if other.exists() else \
             dict(latents=encode(pipe, scenes), texts=pipe.encode_text([caption(s) for s in scenes]).half())
         d["partners"] = encode(pipe, partners)
-    CACHE.mkdir(exist_ok=True)
-    torch.save(d, path)
+    save_cache(d, path)
     return d
 
 
@@ -276,7 +275,7 @@ def main() -> None:
         data(pipe, args.scenes, args.same_start)
         return
     net, record = train(pipe, args)
-    torch.save(net.state_dict(), CACHE / f"{args.name}.pt")  # the EMA weights, for a later look
+    save_cache(net.state_dict(), CACHE / f"{args.name}.safetensors")  # the EMA weights, for a later look
     t = time.time()
     record["follow"] = follow(pipe, net)
     record["heldout"], clips = judge_heldout(pipe, net, args.heldout)

@@ -95,6 +95,7 @@ sys.path.insert(0, str(ROOT / "research" / "probes"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 
 from sora_cli import Pipeline  # noqa: E402
 from sora_cli.models.wan.transformer import TransformerConfig, WanTransformer, frame_timesteps_to_tokens  # noqa: E402
@@ -206,6 +207,28 @@ def encode(pipe: Pipeline, scenes: list[world.Scene]) -> dict[str, torch.Tensor]
     return out
 
 
+def save_cache(tensors: dict, path: Path) -> None:
+    """A dict of tensors, or of dicts of tensors one level deep (latents by size), as safetensors ("a/b" keys)."""
+    flat = {}
+    for k, v in tensors.items():
+        for name, t in (v.items() if isinstance(v, dict) else [("", v)]):
+            flat[f"{k}/{name}" if name else k] = t.contiguous().clone()  # clone: safetensors refuses shared storage
+    path.parent.mkdir(exist_ok=True)
+    save_file(flat, str(path))
+
+
+def load_cache(path: Path) -> dict:
+    """save_cache's dict back."""
+    out: dict = {}
+    for key, t in load_file(str(path)).items():
+        k, _, name = key.partition("/")
+        if name:
+            out.setdefault(k, {})[name] = t
+        else:
+            out[k] = t
+    return out
+
+
 def sized(x: torch.Tensor | dict) -> dict[str, torch.Tensor]:
     """A cache's latents by size (caches of 64x64 frames only hold one tensor)."""
     return x if isinstance(x, dict) else {"64x64": x}
@@ -217,7 +240,7 @@ def cache_path(what: str, k: float) -> Path:
     tags += "_recipescenes" if RECIPE_SCENES else ""
     tags += "_buckets" if BUCKETS else ""
     tags += "_recipecap" if RECIPE_CAPTIONS and what == "train" else ""
-    return CACHE / f"{what}_k{k}{tags}.pt"
+    return CACHE / f"{what}_k{k}{tags}.safetensors"
 
 
 def data(pipe: Pipeline, k: float) -> tuple[dict, torch.Tensor, torch.Tensor, list[world.Scene]]:
@@ -226,11 +249,11 @@ def data(pipe: Pipeline, k: float) -> tuple[dict, torch.Tensor, torch.Tensor, li
     scenes = training_scenes(k)
     path = cache_path("train", k)
     if path.exists():
-        d = torch.load(path)
+        d = load_cache(path)
     else:
         with torch.no_grad():
             drawn = path.with_name(path.name.replace("_recipecap", ""))  # the same stills, captioned otherwise
-            latents = torch.load(drawn)["latents"] if drawn.exists() and drawn != path else \
+            latents = load_cache(drawn)["latents"] if drawn.exists() and drawn != path else \
                 encode(pipe, scenes)
             if RECIPE_CAPTIONS:
                 rng = np.random.default_rng(0)
@@ -239,8 +262,7 @@ def data(pipe: Pipeline, k: float) -> tuple[dict, torch.Tensor, torch.Tensor, li
             else:
                 texts = pipe.encode_text([caption(s.objects[0], s.background) for s in scenes]).half()
         d = dict(latents=latents, texts=texts)
-        CACHE.mkdir(exist_ok=True)
-        torch.save(d, path)
+        save_cache(d, path)
     ids = torch.tensor([(world.OBJECT_COLORS.index(s.objects[0].color), world.SHAPES.index(s.objects[0].shape),
                          world.BACKGROUNDS.index(s.background)) for s in scenes])
     return sized(d["latents"]), d["texts"].float(), ids, scenes
@@ -251,7 +273,7 @@ def five_shapes(pipe: Pipeline, k: float, each: bool = False) -> dict[str, torch
     or with `each` all five (5, n, 16, 1, h, w) in world.SHAPES' order, half precision; cached in /tmp."""
     path = cache_path("shapes5" if each else "mean5", k)
     if path.exists():
-        return sized(torch.load(path))
+        return sized(load_cache(path))
     scenes = training_scenes(k)
     drawn = []
     with torch.no_grad():
@@ -261,8 +283,7 @@ def five_shapes(pipe: Pipeline, k: float, each: bool = False) -> dict[str, torch
             drawn.append(encode(pipe, scenes))
     out = {b: torch.stack([d[b] for d in drawn]) for b in drawn[0]}
     out = {b: x.half() if each else x.mean(0) for b, x in out.items()}
-    CACHE.mkdir(exist_ok=True)
-    torch.save(out, path)
+    save_cache(out, path)
     return out
 
 
@@ -571,7 +592,7 @@ def main() -> None:
         blend_partners(pipe, args)
         return
     net, record = train(pipe, args)
-    torch.save(net.state_dict(), CACHE / f"{args.name}.pt")  # the EMA weights, for a later look
+    save_cache(net.state_dict(), CACHE / f"{args.name}.safetensors")  # the EMA weights, for a later look
     attach(pipe, net, args.target)
     t = time.time()
     with torch.inference_mode():
