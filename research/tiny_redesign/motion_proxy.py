@@ -1,7 +1,8 @@
 """Can the clip recipe's transformer learn the direction word? proxy.py's question for motion, on clips.
 
     python research/tiny_redesign/motion_proxy.py --name NAME [--blend 0.9] [--known 0.6] [--scenes 1024]
-        [--minutes 30] [--steps N] [--threads 2] [--compile] [--every 0] [--heldout 48]
+        [--world directions|recipe] [--exclude M,N] [--buckets none|recipe] [--minutes 30] [--steps N]
+        [--threads 2] [--compile] [--every 0] [--heldout 48] [--judge FOLDER]
 
 Training set: --scenes scenes of the training split with one object moving in one of the eight directions
 (world.sample_scene, drawn again until the motion is a direction, so the held-out split's combinations stay
@@ -21,6 +22,15 @@ warm-up steps, EMA 0.998, bf16 autocast, batch 16.
   --same-start the partner starts where the clip starts (placed so; one of the directions for which its path
                then stays in the frame): otherwise a partner moving the other way starts at the other end of
                its path, and with the first frame known the path that continues it is the clip's, word or not.
+  --world recipe  the clip recipe's scenes instead (world.sample_scene with clip_recipe.patch applied: any of the
+               13 motions, two objects in 30%), three recipe captions a scene (sora_cli.tiny.captions, one drawn
+               a sample), and the recipe's motion partner (any other motion that starts where the clip starts,
+               as partner_scenes does); the judging keeps the eight directions and the one template.
+  --exclude M,N  with --world recipe, no object moves so (e.g. spin,grow,shrink: the motions that change an
+               object's outline or size), in the scenes or the partners.
+  --buckets recipe  draw each training scene at one of the recipe's five aspect-ratio buckets (48x80 ... 80x48);
+               each batch from one bucket, drawn in proportion to its scenes, as the recipe does; the judging
+               keeps 64x64.
 
 Judged on the EMA weights, every --every minutes (follow only) and at the end:
 - follow: probe_word_use.py's figure for 24 left/right pairs that start at the frame's centre (1: the word
@@ -32,6 +42,7 @@ Judged on the EMA weights, every --every minutes (follow only) and at the end:
   first latent frame known (`i2v`); 20 steps, guidance 4.
 
 The world is the one in the working tree: apply the world part of clip_recipe.patch for its object sizes.
+With --judge FOLDER, a model folder (a clip-recipe run's) is judged the same way instead of a trained network.
 Writes runs/NAME.json and runs/NAME.png (frames 0, 4, 8, 12 and 16 of four held-out prompts: one pass, two
 passes, start known).
 """
@@ -57,7 +68,7 @@ from sora_cli import Pipeline  # noqa: E402
 from sora_cli.conditioning import KnownFrames  # noqa: E402
 from sora_cli.models.wan.transformer import WanTransformer, frame_timesteps_to_tokens  # noqa: E402
 from sora_cli.sampling import frame_noise  # noqa: E402
-from sora_cli.tiny import judge, world  # noqa: E402
+from sora_cli.tiny import captions, judge, world  # noqa: E402
 from sora_cli.tiny.train.common import Ema, descend, to_model_range  # noqa: E402
 from sora_cli.tiny.train.dit import MIN_SIGMA, clean_frames  # noqa: E402
 
@@ -86,53 +97,89 @@ def caption(scene: world.Scene) -> str:
     return f"{article} {o.color} {o.shape} moving {o.motion} {pace} on a {scene.background} background"
 
 
-def moved_otherwise(scene: world.Scene, rng: np.random.Generator, same_start: bool = False) -> world.Scene:
-    """The scene with its object moving in another of the eight directions, all else the same; with `same_start`
-    placed so that it starts where the scene's object starts (one of the directions for which that keeps the
-    path in the frame; the scene itself when there is none)."""
-    directions = [d for d in world.DIRECTIONS if d != scene.objects[0].motion]
+def moved_otherwise(scene: world.Scene, rng: np.random.Generator, same_start: bool = False, height: int = SIDE,
+                    width: int = SIDE, motions: tuple[str, ...] = world.DIRECTIONS) -> world.Scene:
+    """The scene with its first object in another of `motions`, all else the same; with `same_start` placed so
+    that it starts where the scene's object starts (one of the motions that can: a path that stays in the frame
+    from there, not a bounce or growth; the scene itself when there is none), as clip_recipe.patch's
+    partner_scenes places the recipe's motion partner."""
+    obj = scene.objects[0]
+    others = [m for m in motions if m != obj.motion and not (m == "spin" and obj.shape == "circle")]
     if not same_start:
         other = copy.deepcopy(scene)
-        other.objects[0].motion = directions[rng.integers(len(directions))]
+        other.objects[0].motion = others[rng.integers(len(others))]
         return other
-    placed = [p for p in (world.start_where(scene, d, FRAMES, SIDE, SIDE) for d in directions) if p is not None]
+    placed = [p for p in (world.start_where(scene, m, FRAMES, height, width) for m in others) if p is not None]
     return placed[rng.integers(len(placed))] if placed else scene
 
 
 @torch.no_grad()
-def encode(pipe: Pipeline, scenes: list[world.Scene], chunk: int = 16) -> torch.Tensor:
-    """(N, C, 5, 16, 16) latents of the scenes' 17-frame 64x64 clips."""
+def encode(pipe: Pipeline, scenes: list[world.Scene], chunk: int = 16, height: int = SIDE,
+           width: int = SIDE) -> torch.Tensor:
+    """(N, C, 5, H/4, W/4) latents of the scenes' 17-frame clips."""
     out = []
     for i in range(0, len(scenes), chunk):
-        clips = np.stack([world.draw(s, FRAMES, SIDE, SIDE) for s in scenes[i:i + chunk]])
+        clips = np.stack([world.draw(s, FRAMES, height, width) for s in scenes[i:i + chunk]])
         out.append(pipe.vae.encode(to_model_range(clips)))
     return torch.cat(out)
 
 
-def data(pipe: Pipeline, count: int, same_start: bool) -> dict[str, torch.Tensor]:
-    """{"latents", "partners": (N, C, 5, 16, 16), "texts": (N, 40, 384) fp16}, cached in /tmp."""
+def frame_sizes(count: int, buckets: bool) -> list[tuple[int, int]]:
+    """Each training scene's (height, width): 64x64, or one of the recipe's buckets of 64x64's area."""
+    if not buckets:
+        return [(SIDE, SIDE)] * count
+    sizes = sorted({world.bucket_size(aw, ah, SIDE * SIDE) for aw, ah in world.ASPECTS})
+    return [sizes[i] for i in np.random.default_rng(7).integers(len(sizes), size=count)]
+
+
+Data = dict[str, dict[str, torch.Tensor]]
+
+
+def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
+    """{"latents", "partners": {"HxW": (n, C, 5, H/4, W/4)}, "texts": {"HxW": (n, K, 40, 384) fp16}} (K phrasings a
+    scene: 1, or the recipe's 3), cached in /tmp."""
+    count, recipe, buckets = args.scenes, args.world == "recipe", args.buckets == "recipe"
+    exclude = tuple(m for m in args.exclude.split(",") if m)
     radius = np.mean([s.objects[0].size for s in moving_scenes("train", 64, 0)])
-    tag = "_samestart" if same_start else ""
+    tag = ("_samestart" if args.same_start else "") + ("_recipe" if recipe else "") + ("_buckets" if buckets else "")
+    tag += "".join(f"_no{m}" for m in exclude)
     path = CACHE / f"motion_n{count}_r{radius:.3f}{tag}.safetensors"  # the radius tells the world's object sizes apart
     if path.exists():
         return load_cache(path)
-    scenes = moving_scenes("train", count, 0)
     rng = np.random.default_rng(1)
-    partners = [moved_otherwise(s, rng, same_start) for s in scenes]
-    print(f"{sum(p.objects[0].motion != s.objects[0].motion for s, p in zip(scenes, partners))} of {count} scenes "
-          "have a partner", flush=True)
-    other = path.with_name(path.name.replace(tag, "") if tag else path.name.replace(".safetensors", "_samestart.safetensors"))
-    with torch.no_grad():  # the clips themselves are those of the other kind of partner's cache, where it exists
-        d = {k: v for k, v in load_cache(other).items() if k != "partners"} if other.exists() else \
-            dict(latents=encode(pipe, scenes), texts=pipe.encode_text([caption(s) for s in scenes]).half())
-        d["partners"] = encode(pipe, partners)
+    if recipe:
+        draw_rng, scenes = np.random.default_rng(0), []
+        while len(scenes) < count:
+            scene = world.sample_scene(draw_rng, "train")
+            if not any(o.motion in exclude for o in scene.objects):
+                scenes.append(scene)
+        motions = tuple(m for m in world.MOTIONS if m not in exclude)
+    else:
+        scenes, motions = moving_scenes("train", count, 0), world.DIRECTIONS
+    d: Data = {"latents": {}, "partners": {}, "texts": {}}
+    by_size: dict[tuple[int, int], list[world.Scene]] = {}
+    for scene, size in zip(scenes, frame_sizes(count, buckets)):
+        by_size.setdefault(size, []).append(scene)
+    moved = 0
+    for (h, w), group in sorted(by_size.items()):
+        partners = [moved_otherwise(s, rng, args.same_start, h, w, motions) for s in group]
+        texts = [captions.caption(s, rng, "train") for s in group for _ in range(3)] if recipe else \
+            [caption(s) for s in group]
+        moved += sum(p.objects[0].motion != s.objects[0].motion for s, p in zip(group, partners))
+        key = f"{h}x{w}"
+        with torch.no_grad():
+            d["latents"][key] = encode(pipe, group, height=h, width=w)
+            d["partners"][key] = encode(pipe, partners, height=h, width=w)
+            d["texts"][key] = pipe.encode_text(texts).half().unflatten(0, (len(group), -1))
+    print(f"{moved} of {count} scenes have a partner", flush=True)
     save_cache(d, path)
     return d
 
 
 def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[WanTransformer, dict]:
-    d = data(pipe, args.scenes, args.same_start)
-    latents, partners, texts = d["latents"], d["partners"], d["texts"].float()
+    d = data(pipe, args)
+    sizes = sorted(d["latents"])
+    share = np.array([len(d["latents"][k]) for k in sizes]) / args.scenes  # a batch's bucket, as the recipe draws it
     with torch.no_grad():
         empty = pipe.encode_text([""])[0].float()
     warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
@@ -143,11 +190,11 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[WanTransformer, dic
     if args.compile:  # the blocks only, shapes dynamic: how many distinct timesteps a batch holds (clean frames at
         for block in net.blocks:  # 0, blends clamped to one level) changes from step to step, and the transformer's
             block.compile()  # torch.unique over them cannot be compiled
-    grid = net.token_grid(*latents.shape[2:])
+        torch._dynamo.config.recompile_limit = 64  # each bucket's sizes become dynamic one recompile at a time
     gen, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
     started, step, smooth, log, trend, paused = time.time(), 0, None, [], [], 0.0
     next_check = args.every * 60 if args.every else float("inf")
-    b, frames = args.batch, latents.shape[2]
+    b = args.batch
     while time.time() - started - paused < args.minutes * 60 and step < args.steps:
         if time.time() - started - paused >= next_check:
             t = time.time()
@@ -155,9 +202,13 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[WanTransformer, dic
             print("trend", json.dumps(trend[-1]), flush=True)
             paused += time.time() - t
             next_check += args.every * 60
+        size = sizes[rng.choice(len(sizes), p=share)]
+        latents, texts = d["latents"][size], d["texts"][size]
         idx = torch.randint(len(latents), (b,), generator=gen)
-        x0, partner = latents[idx], partners[idx]
-        context = torch.where((torch.rand(b, generator=gen) < 0.1)[:, None, None], empty, texts[idx])
+        x0, partner = latents[idx], d["partners"][size][idx]
+        text = texts[idx, torch.randint(texts.shape[1], (b,), generator=gen)].float()  # one phrasing a sample
+        context = torch.where((torch.rand(b, generator=gen) < 0.1)[:, None, None], empty, text)
+        grid, frames = net.token_grid(*x0.shape[2:]), x0.shape[2]
         u = torch.rand(b, generator=gen)
         sigma = 3 * u / (1 + 2 * u)
         if args.start_only:
@@ -237,7 +288,8 @@ def judge_heldout(pipe: Pipeline, net: WanTransformer, count: int) -> tuple[dict
                 for i, s in enumerate(scenes)]
         latents = pipe.sample(jobs, known)
         clips[mode] = [pipe.decode(latents[i:i + 1]) for i in range(count)]
-        hits = [judge.agreement(judge.scene_facts(s), judge.judge_clip(c, world.FPS)) for s, c in zip(scenes, clips[mode])]
+        hits = [judge.agreement(judge.scene_facts(s), judge.judge_clip(c, world.FPS))
+                for s, c in zip(scenes, clips[mode])]
         figures[mode] = {k: round(float(np.mean([h[k] for h in hits])), 2) for k in ("motion", "color", "shape")}
     return figures, clips
 
@@ -258,6 +310,9 @@ def main() -> None:
     parser.add_argument("--start-only", action="store_true")
     parser.add_argument("--blend", type=float, default=0.9)
     parser.add_argument("--same-start", action="store_true")
+    parser.add_argument("--world", choices=("directions", "recipe"), default="directions")
+    parser.add_argument("--buckets", choices=("none", "recipe"), default="none")
+    parser.add_argument("--exclude", default="", help="with --world recipe: motions (comma-separated) left out")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -267,15 +322,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--prepare", action="store_true", help="only encode and cache the training set")
+    parser.add_argument("--judge", metavar="FOLDER", help="judge a model folder (a recipe run's) instead of training")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    pipe = Pipeline.from_pretrained(None, device="cpu")
+    pipe = Pipeline.from_pretrained(args.judge, device="cpu")
     if args.prepare:
-        data(pipe, args.scenes, args.same_start)
+        data(pipe, args)
         return
-    net, record = train(pipe, args)
-    save_cache(net.state_dict(), CACHE / f"{args.name}.safetensors")  # the EMA weights, for a later look
+    if args.judge:
+        net, record = pipe.transformer, dict(judged=args.judge)
+    else:
+        net, record = train(pipe, args)
+        save_cache(net.state_dict(), CACHE / f"{args.name}.safetensors")  # the EMA weights, for a later look
     t = time.time()
     record["follow"] = follow(pipe, net)
     record["heldout"], clips = judge_heldout(pipe, net, args.heldout)
