@@ -73,7 +73,8 @@ from sora_cli.tiny.train.common import Ema, descend, to_model_range  # noqa: E40
 from sora_cli.tiny.train.dit import MIN_SIGMA, clean_frames  # noqa: E402
 
 from probe_word_use import estimates, follow_along, pair  # noqa: E402
-from proxy import BLEND_FLOOR, CACHE, load_cache, save_cache, transformer_config, write_record  # noqa: E402
+from proxy import (BLEND_FLOOR, CACHE, frame_sizes, load_cache, save_cache, transformer_config,  # noqa: E402
+                   write_record)
 
 HERE = Path(__file__).resolve().parent
 FRAMES, SIDE = 17, 64
@@ -122,14 +123,6 @@ def encode(pipe: Pipeline, scenes: list[world.Scene], chunk: int = 16, height: i
         clips = np.stack([world.draw(s, FRAMES, height, width) for s in scenes[i:i + chunk]])
         out.append(pipe.vae.encode(to_model_range(clips)))
     return torch.cat(out)
-
-
-def frame_sizes(count: int, buckets: bool) -> list[tuple[int, int]]:
-    """Each training scene's (height, width): 64x64, or one of the recipe's buckets of 64x64's area."""
-    if not buckets:
-        return [(SIDE, SIDE)] * count
-    sizes = sorted({world.bucket_size(aw, ah, SIDE * SIDE) for aw, ah in world.ASPECTS})
-    return [sizes[i] for i in np.random.default_rng(7).integers(len(sizes), size=count)]
 
 
 Data = dict[str, dict[str, torch.Tensor]]
@@ -324,6 +317,9 @@ def main() -> None:
     parser.add_argument("--prepare", action="store_true", help="only encode and cache the training set")
     parser.add_argument("--judge", metavar="FOLDER", help="judge a model folder (a recipe run's) instead of training")
     args = parser.parse_args()
+    unknown = set(filter(None, args.exclude.split(","))) - set(world.MOTIONS)
+    if args.exclude and (args.world != "recipe" or unknown):
+        parser.error(f"--exclude takes motions of {', '.join(world.MOTIONS)}, with --world recipe")
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = Pipeline.from_pretrained(args.judge, device="cpu")

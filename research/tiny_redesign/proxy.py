@@ -182,9 +182,10 @@ def training_scenes(k: float) -> list[world.Scene]:
     return scaled(still_scenes("train", IMAGES, 0), k)
 
 
-def frame_sizes(n: int) -> list[tuple[int, int]]:
-    """Each of n training scenes' (height, width): 64x64, or with --buckets recipe one of the recipe's buckets."""
-    if not BUCKETS:
+def frame_sizes(n: int, buckets: bool) -> list[tuple[int, int]]:
+    """Each of n training scenes' (height, width): 64x64, or with `buckets` (--buckets recipe) one of the recipe's
+    buckets of 64x64's area."""
+    if not buckets:
         return [(64, 64)] * n
     sizes = sorted({world.bucket_size(aw, ah, 64 * 64) for aw, ah in world.ASPECTS})
     return [sizes[i] for i in np.random.default_rng(7).integers(len(sizes), size=n)]
@@ -193,7 +194,7 @@ def frame_sizes(n: int) -> list[tuple[int, int]]:
 def by_size(n: int) -> dict[str, torch.Tensor]:
     """{"HxW": the indices of the training scenes drawn at that size}."""
     out: dict[str, list[int]] = {}
-    for i, (h, w) in enumerate(frame_sizes(n)):
+    for i, (h, w) in enumerate(frame_sizes(n, BUCKETS)):
         out.setdefault(f"{h}x{w}", []).append(i)
     return {k: torch.tensor(v) for k, v in out.items()}
 
