@@ -16,7 +16,7 @@ from sora_cli import Pipeline
 from sora_cli.cli import main
 from sora_cli.models.wan.transformer import TransformerConfig, WanTransformer
 from sora_cli.tiny import world
-from sora_cli.tiny.train.common import ema_weights, step_rng, to_model_range
+from sora_cli.tiny.train.common import ema_weights, fast_bf16, step_rng, to_model_range
 from sora_cli.tiny.train.dit import MIN_SIGMA, DiTRecipe, clean_frames, dit_loss, train_dit
 from sora_cli.tiny.train.vae import VAERecipe, cell_colour, evaluate_psnr, train_vae
 
@@ -180,16 +180,28 @@ def test_bf16_training_step_follows_the_float32_gradient():
     assert cosine > 0.99, cosine
 
 
-def test_train_dit_command_passes_the_precision(trained, tmp_path, monkeypatch):
-    """`sora train dit --fp32` trains without autocast (for CPUs where bf16 is slow); the recipe records it."""
+@pytest.mark.parametrize("amx, avx512_bf16", [(False, False), (True, False), (False, True)])
+def test_fast_bf16_follows_the_cpu(monkeypatch, amx, avx512_bf16):
+    """bf16 autocast is chosen on a GPU and on a CPU that multiplies bf16 natively; an AVX2-only CPU emulates it."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert fast_bf16(torch.device("cpu")) is (amx or avx512_bf16)
+    assert fast_bf16(torch.device("cuda")) is True
+
+
+@pytest.mark.parametrize("flag", ["--fp32", "--bf16", None])
+def test_train_dit_command_passes_the_precision(trained, tmp_path, monkeypatch, flag):
+    """`sora train dit --fp32` trains without autocast, `--bf16` under it; without either the recipe takes bf16 where
+    the hardware computes it natively (fast_bf16) and float32 elsewhere. The recipe records what it trained in."""
     model = tmp_path / "model"
     shutil.copytree(trained[0] / "vae", model / "vae")
     monkeypatch.setattr(sys, "argv", ["sora", "train", "dit", "--out", str(model), "--work-dir", str(tmp_path / "w"),
                                       "--steps", "1", "--drill-steps", "0", "--settle-steps", "0", "--clips", "2",
-                                      "--batch", "2", "--fp32"])
+                                      "--batch", "2", *([flag] if flag else [])])
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 0
     config = json.loads((model / "transformer" / "recipe.json").read_text())["config"]
-    assert config["bf16"] is False and config["steps"] == 1 and config["clips"] == 2
+    expected = {"--fp32": False, "--bf16": True, None: fast_bf16(torch.device("cpu"))}[flag]
+    assert config["bf16"] is expected and config["steps"] == 1 and config["clips"] == 2
     assert config["drill_steps"] == 0 and config["settle_steps"] == 0

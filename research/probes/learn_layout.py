@@ -29,7 +29,7 @@ from sora_cli import Pipeline
 from sora_cli.loading import resolve_model
 from sora_cli.models.wan.transformer import TransformerConfig, WanTransformer
 from sora_cli.tiny import judge, world
-from sora_cli.tiny.train.common import Ema, descend
+from sora_cli.tiny.train.common import Ema, descend, fast_bf16
 from sora_cli.tiny.train.dit import TINY_DIT, dit_loss
 
 from probe_word_use import caption
@@ -75,7 +75,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> WanTransformer:
         context = torch.where(drop.to(device)[:, None, None], empty, texts[idx])
         for group in optimizer.param_groups:
             group["lr"] = 5e-4 * min(1.0, (step + 1) / 200)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast_bf16(device)):
             loss = dit_loss(model, latents[idx], context, sigma.to(device),
                             torch.zeros(args.batch, 1, dtype=torch.bool, device=device), noise.to(device))
         value = descend(loss, optimizer)

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from sora_cli import Pipeline
 from sora_cli.loading import resolve_model
 from sora_cli.models.wan.transformer import WanTransformer
-from sora_cli.tiny.train.common import descend, ema_weights
+from sora_cli.tiny.train.common import descend, ema_weights, fast_bf16
 
 
 def probe_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -55,7 +55,7 @@ def drill(pipe: Pipeline, args: argparse.Namespace, loss_at: Callable[[torch.Gen
     report(0)
     started = time.perf_counter()
     for step in range(1, args.steps + 1):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16(torch.device("cpu"))):
             loss = loss_at(torch.Generator().manual_seed(step))
         value = descend(loss, optimizer)
         if step % args.every == 0:

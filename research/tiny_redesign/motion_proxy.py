@@ -1,7 +1,8 @@
 """Can the clip recipe's transformer learn the direction word? proxy.py's question for motion, on clips.
 
     python research/tiny_redesign/motion_proxy.py --name NAME [--blend 0.9] [--known 0.6] [--scenes 1024]
-        [--world directions|recipe] [--exclude M,N] [--buckets none|recipe] [--minutes 30] [--steps N]
+        [--world directions|recipe] [--captions template|recipe] [--partners directions|recipe] [--exclude M,N]
+        [--buckets none|recipe] [--minutes 30] [--steps N]
         [--threads 2] [--compile] [--every 0] [--heldout 48] [--judge FOLDER]
 
 Training set: --scenes scenes of the training split with one object moving in one of the eight directions
@@ -11,7 +12,8 @@ background" (one template: the question is whether the word is learnt at all, no
 also drawn moving in one other direction, drawn once, as its blend partner (the recipe caches one partner a clip).
 The network is clip_recipe.patch's (1x2x2 patches, width 128, 6 layers); the recipe's shift-3 noise levels, frame
 noise correlated 0.5, x0 target with dit_loss's weighting, caption dropout 0.1, AdamW 5e-4 constant after 200
-warm-up steps, EMA 0.998, bf16 autocast, batch 16.
+warm-up steps, EMA 0.998, bf16 autocast where the CPU has it natively (float32 otherwise:
+common.fast_bf16), batch 16.
 
   --known P    the recipe's clean-frame masks (dit.clean_frames) drawn with probability P (the recipe's 0.6):
                known frames are given clean, at timestep 0, and left out of the loss.
@@ -26,8 +28,11 @@ warm-up steps, EMA 0.998, bf16 autocast, batch 16.
                13 motions, two objects in 30%), three recipe captions a scene (sora_cli.tiny.captions, one drawn
                a sample), and the recipe's motion partner (any other motion that starts where the clip starts,
                as partner_scenes does); the judging keeps the eight directions and the one template.
-  --exclude M,N  with --world recipe, no object moves so (e.g. spin,grow,shrink: the motions that change an
-               object's outline or size), in the scenes or the partners.
+  --captions recipe, --partners recipe  one part of --world recipe on its own (each is the default with it):
+               the recipe's three captions a scene, or its motion partners (any other motion that starts where the
+               clip starts), on the eight directions' scenes.
+  --exclude M,N  with --world recipe or --partners recipe, no object moves so (e.g. spin,grow,shrink: the motions
+               that change an object's outline or size), in the scenes or the partners.
   --buckets recipe  draw each training scene at one of the recipe's five aspect-ratio buckets (48x80 ... 80x48);
                each batch from one bucket, drawn in proportion to its scenes, as the recipe does; the judging
                keeps 64x64.
@@ -69,7 +74,7 @@ from sora_cli.conditioning import KnownFrames  # noqa: E402
 from sora_cli.models.wan.transformer import WanTransformer, frame_timesteps_to_tokens  # noqa: E402
 from sora_cli.sampling import frame_noise  # noqa: E402
 from sora_cli.tiny import captions, judge, world  # noqa: E402
-from sora_cli.tiny.train.common import Ema, descend, to_model_range  # noqa: E402
+from sora_cli.tiny.train.common import Ema, descend, fast_bf16, to_model_range  # noqa: E402
 from sora_cli.tiny.train.dit import MIN_SIGMA, clean_frames  # noqa: E402
 
 from probe_word_use import estimates, follow_along, pair  # noqa: E402
@@ -135,6 +140,9 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
     exclude = tuple(m for m in args.exclude.split(",") if m)
     radius = np.mean([s.objects[0].size for s in moving_scenes("train", 64, 0)])
     tag = ("_samestart" if args.same_start else "") + ("_recipe" if recipe else "") + ("_buckets" if buckets else "")
+    if not recipe:  # one part of the recipe's world on the directions' scenes
+        tag += ("_recipecaptions" if args.captions == "recipe" else "") + \
+            ("_recipepartners" if args.partners == "recipe" else "")
     tag += "".join(f"_no{m}" for m in exclude)
     path = CACHE / f"motion_n{count}_r{radius:.3f}{tag}.safetensors"  # the radius tells the world's object sizes apart
     if path.exists():
@@ -146,9 +154,9 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
             scene = world.sample_scene(draw_rng, "train")
             if not any(o.motion in exclude for o in scene.objects):
                 scenes.append(scene)
-        motions = tuple(m for m in world.MOTIONS if m not in exclude)
     else:
-        scenes, motions = moving_scenes("train", count, 0), world.DIRECTIONS
+        scenes = moving_scenes("train", count, 0)
+    motions = tuple(m for m in world.MOTIONS if m not in exclude) if args.partners == "recipe" else world.DIRECTIONS
     d: Data = {"latents": {}, "partners": {}, "texts": {}}
     by_size: dict[tuple[int, int], list[world.Scene]] = {}
     for scene, size in zip(scenes, frame_sizes(count, buckets)):
@@ -156,8 +164,8 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
     moved = 0
     for (h, w), group in sorted(by_size.items()):
         partners = [moved_otherwise(s, rng, args.same_start, h, w, motions) for s in group]
-        texts = [captions.caption(s, rng, "train") for s in group for _ in range(3)] if recipe else \
-            [caption(s) for s in group]
+        texts = [captions.caption(s, rng, "train") for s in group for _ in range(3)] \
+            if args.captions == "recipe" else [caption(s) for s in group]
         moved += sum(p.objects[0].motion != s.objects[0].motion for s, p in zip(group, partners))
         key = f"{h}x{w}"
         with torch.no_grad():
@@ -185,6 +193,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[WanTransformer, dic
             block.compile()  # torch.unique over them cannot be compiled
         torch._dynamo.config.recompile_limit = 64  # each bucket's sizes become dynamic one recompile at a time
     gen, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
+    bf16 = fast_bf16(torch.device("cpu"))  # float32 where the CPU would emulate bf16
     started, step, smooth, log, trend, paused = time.time(), 0, None, [], [], 0.0
     next_check = args.every * 60 if args.every else float("inf")
     b = args.batch
@@ -220,7 +229,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[WanTransformer, dic
         s = sigma[:, None] * ~clean  # (B, F)
         s5, known = s[:, None, :, None, None], clean[:, None, :, None, None]
         xt = (1 - s5) * torch.where(known, x0, source) + s5 * noise
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = net(xt, frame_timesteps_to_tokens(s * 1000, grid), context).float()
         weight = (~known).float() / s5.clamp(min=MIN_SIGMA) ** 2
         loss = ((out - x0).pow(2) * weight).sum() / ((~clean).sum().clamp(min=1) * x0[0, :, 0].numel())
@@ -235,7 +244,8 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[WanTransformer, dic
     spent = time.time() - started - paused
     print(f"{step} steps in {spent / 60:.1f} min", flush=True)
     return ema_copy(net, ema), dict(steps=step, s_per_step=round(spent / step, 3), final_loss=round(smooth, 4),
-                                    train_minutes=round(spent / 60, 1), trend=trend, loss_log=log)
+                                    train_minutes=round(spent / 60, 1), bf16=bf16, trend=trend,
+                                    loss_log=log)
 
 
 def ema_copy(net: WanTransformer, ema: Ema) -> WanTransformer:
@@ -304,8 +314,10 @@ def main() -> None:
     parser.add_argument("--blend", type=float, default=0.9)
     parser.add_argument("--same-start", action="store_true")
     parser.add_argument("--world", choices=("directions", "recipe"), default="directions")
+    parser.add_argument("--captions", choices=("template", "recipe"), help="default: recipe with --world recipe")
+    parser.add_argument("--partners", choices=("directions", "recipe"), help="default: recipe with --world recipe")
     parser.add_argument("--buckets", choices=("none", "recipe"), default="none")
-    parser.add_argument("--exclude", default="", help="with --world recipe: motions (comma-separated) left out")
+    parser.add_argument("--exclude", default="", help="with recipe partners: motions (comma-separated) left out")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -317,9 +329,14 @@ def main() -> None:
     parser.add_argument("--prepare", action="store_true", help="only encode and cache the training set")
     parser.add_argument("--judge", metavar="FOLDER", help="judge a model folder (a recipe run's) instead of training")
     args = parser.parse_args()
+    recipe = args.world == "recipe"
+    args.captions = args.captions or ("recipe" if recipe else "template")
+    args.partners = args.partners or ("recipe" if recipe else "directions")
+    if recipe and (args.captions, args.partners) != ("recipe", "recipe"):
+        parser.error("--world recipe keeps the recipe's captions and partners")
     unknown = set(filter(None, args.exclude.split(","))) - set(world.MOTIONS)
-    if args.exclude and (args.world != "recipe" or unknown):
-        parser.error(f"--exclude takes motions of {', '.join(world.MOTIONS)}, with --world recipe")
+    if args.exclude and (args.partners != "recipe" or unknown):
+        parser.error(f"--exclude takes motions of {', '.join(world.MOTIONS)}, with --world or --partners recipe")
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = Pipeline.from_pretrained(args.judge, device="cpu")

@@ -5,8 +5,8 @@
 
 Same proxy as learn_layout.py (4096 single 64x64 frames of one still object of the training split, captioned
 "a {colour} {shape} on a {background} background"; 1x4x4 patches, width 256, 6 layers; caption dropout 0.1; AdamW
-5e-4 after 200 warm-up steps, EMA 0.998; bf16 autocast; 100 held-out combinations judged with the pipeline's
-sampler, 20 steps, guidance 4, one pass, seed i), with these switches:
+5e-4 after 200 warm-up steps, EMA 0.998; bf16 autocast where the CPU has it natively; 100 held-out combinations
+judged with the pipeline's sampler, 20 steps, guidance 4, one pass, seed i), with these switches:
 
   --cond tokens       the context is three learned 384-d tokens, one per word (colour, shape, background), instead
                       of the MiniLM caption states; caption dropout swaps all three for learned null tokens.
@@ -100,7 +100,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from sora_cli import Pipeline  # noqa: E402
 from sora_cli.models.wan.transformer import TransformerConfig, WanTransformer, frame_timesteps_to_tokens  # noqa: E402
 from sora_cli.tiny import captions, judge, world  # noqa: E402
-from sora_cli.tiny.train.common import Ema, descend, lr_at  # noqa: E402
+from sora_cli.tiny.train.common import Ema, descend, fast_bf16, lr_at  # noqa: E402
 from sora_cli.tiny.train.dit import MIN_SIGMA, TINY_DIT  # noqa: E402
 
 from learn_layout import IMAGES, still_scenes  # noqa: E402
@@ -396,7 +396,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
             rate = args.lr * min(1.0, (step + 1) / 200, left / args.decay if args.decay else 1.0)
         for group in optimizer.param_groups:
             group["lr"] = rate * group["scale"]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16(torch.device("cpu"))):
             source = x0  # what is noised; the target stays x0 (or its velocity)
             if mean5 is not None:  # the first share of the batch a caption-necessary blend
                 blended = torch.arange(b) < round(args.blend * b)

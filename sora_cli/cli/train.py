@@ -45,8 +45,9 @@ def train_dit(
     seed: int = typer.Option(0, help="Seed of the whole run."),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --work-dir."),
     device: str = typer.Option("cpu", help="cpu, or cuda to train further on a GPU; the data is the same."),
-    bf16: bool = typer.Option(True, "--bf16/--fp32", help="bf16 autocast, fast on a GPU or a CPU with AMX; --fp32 "
-                                                          "where bf16 is slow (older CPUs)."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast or float32. Default: bf16 "
+                                        "where it is fast (a GPU, a CPU with AMX or AVX-512 BF16), float32 on "
+                                        "other CPUs, which emulate bf16 at some 15x the time."),
 ) -> None:
     """Train the diffusion transformer on the VAE's latents and assemble the model (step 2 of 2)."""
     from ..parsers import parse_device

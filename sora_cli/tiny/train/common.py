@@ -33,6 +33,15 @@ def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(int(step_rng(seed, step, stream).integers(2**62)))
 
 
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds training up on `device`: on a GPU, or on a CPU with AMX or AVX-512 BF16. Other
+    CPUs emulate bf16 matrix products, and a step takes some 15 times float32's (an AVX2 EPYC: 5.3 s against
+    0.36 s for a proxy step)."""
+    if device.type != "cpu":
+        return True
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
 def to_model_range(frames: np.ndarray) -> Tensor:
     """(B, T, H, W, 3) uint8 -> (B, 3, T, H, W) float in [-1, 1]."""
     return torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)

@@ -20,7 +20,7 @@ import hashlib
 import json
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -36,8 +36,8 @@ from ...models.wan.transformer import TransformerConfig, WanTransformer, frame_t
 from ...models.wan.vae import VAEConfig, WanVAE
 from ...sampling import SamplerConfig, frame_noise
 from . import start_motion
-from .common import (Ema, descend, load_checkpoint, lr_at, progress_bar, recipe_record, save_checkpoint, show_step,
-                     stderr, step_generator, step_rng, to_model_range)
+from .common import (Ema, descend, fast_bf16, load_checkpoint, lr_at, progress_bar, recipe_record, save_checkpoint,
+                     show_step, stderr, step_generator, step_rng, to_model_range)
 
 # Patches of 4x4 latents (16x16 pixels) keep the sequence short enough to train on a CPU.
 TINY_DIT = dict(patch_size=(1, 4, 4), num_attention_heads=4, attention_head_dim=64, in_channels=16,
@@ -63,7 +63,8 @@ class DiTRecipe:
     frames: int = 17              # clips are encoded at this length; shorter prefixes come free (causal VAE)
     area: int = 64 * 64           # pixel budget of the aspect-ratio buckets
     noise_correlation: float = 0.5  # sampling.frame_noise; colour at 8000 steps: 0.5 89%, 0.8 84%, 0 75%
-    bf16: bool = True             # autocast: with AMX (this CPU) a step takes 0.7x float32's time
+    bf16: bool | None = None      # autocast; None: where it is fast (common.fast_bf16). With AMX a step takes
+                                  # 0.7x float32's time; where the CPU emulates bf16, some 15x
     seed: int = 0
     checkpoint_every: int = 250
     network: dict = field(default_factory=lambda: dict(TINY_DIT))
@@ -184,8 +185,8 @@ def dit_loss(model: WanTransformer, x0: torch.Tensor, context: torch.Tensor, sig
 
 def train_dit(out: Path, work: Path, recipe: DiTRecipe, resume: bool, command: str, device: str = "cpu") -> dict:
     """Every random draw happens on the CPU, so a device changes the arithmetic, not the data the model sees."""
-    r = recipe
     device = open_device(device)
+    r = recipe if recipe.bf16 is not None else replace(recipe, bf16=fast_bf16(device))
     torch.manual_seed(r.seed)
     vae = load_module(lambda: WanVAE(VAEConfig.from_dict(read_json(out / "vae" / "config.json"))), out / "vae",
                       device, torch.float32)

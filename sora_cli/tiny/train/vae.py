@@ -25,8 +25,8 @@ from safetensors.torch import save_file
 
 from .. import world
 from ...models.wan.vae import VAEConfig, WanVAE
-from .common import (Ema, descend, load_checkpoint, lr_at, progress_bar, psnr, recipe_record, save_checkpoint,
-                     show_step, stderr, step_rng, to_model_range)
+from .common import (Ema, descend, fast_bf16, load_checkpoint, lr_at, progress_bar, psnr, recipe_record,
+                     save_checkpoint, show_step, stderr, step_rng, to_model_range)
 
 TINY_VAE = dict(base_dim=16, z_dim=16, dim_mult=(1, 2, 2), num_res_blocks=1, temperal_downsample=(True, True))
 
@@ -51,7 +51,8 @@ class VAERecipe:
     decoder_steps: int = 5000   # 3000 (float32): 31.5 dB over 8 x 24 held-out clips; 5000 (bf16): 32.5
     decoder_lr: float = 1e-3
     decoder_base_dim: int = 32
-    decoder_bf16: bool = True  # autocast: 0.61x float32's step time on this CPU (AMX)
+    decoder_bf16: bool | None = None  # autocast; None: where it is fast (common.fast_bf16): 0.61x float32's step
+                                      # time with AMX
     seed: int = 0
     checkpoint_every: int = 250
     stat_clips: int = 48     # whole clips measured for the latent mean and std
@@ -104,6 +105,8 @@ def vae_loss(vae: WanVAE, x: torch.Tensor, r: VAERecipe) -> tuple[torch.Tensor, 
 
 
 def train_vae(out: Path, work: Path, recipe: VAERecipe, resume: bool, command: str) -> dict:
+    if recipe.decoder_bf16 is None:
+        recipe = replace(recipe, decoder_bf16=fast_bf16(torch.device("cpu")))
     torch.manual_seed(recipe.seed)
     cfg = VAEConfig(**TINY_VAE, latents_mean=(0.0,) * TINY_VAE["z_dim"], latents_std=(1.0,) * TINY_VAE["z_dim"])
     vae = WanVAE(cfg).train()
