@@ -65,6 +65,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> WanTransformer:
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01, betas=(0.9, 0.99))
     ema = Ema(model, 0.998)
     gen = torch.Generator().manual_seed(0)  # every draw on the CPU, as the recipe's
+    bf16 = fast_bf16(device)  # float32 where the CPU would emulate bf16
     started, step, smooth = time.time(), 0, None
     while time.time() - started < args.minutes * 60:
         idx = torch.randint(IMAGES, (args.batch,), generator=gen).to(device)
@@ -75,7 +76,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> WanTransformer:
         context = torch.where(drop.to(device)[:, None, None], empty, texts[idx])
         for group in optimizer.param_groups:
             group["lr"] = 5e-4 * min(1.0, (step + 1) / 200)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast_bf16(device)):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = dit_loss(model, latents[idx], context, sigma.to(device),
                             torch.zeros(args.batch, 1, dtype=torch.bool, device=device), noise.to(device))
         value = descend(loss, optimizer)

@@ -53,9 +53,10 @@ def drill(pipe: Pipeline, args: argparse.Namespace, loss_at: Callable[[torch.Gen
     model = pipe.transformer
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     report(0)
+    bf16 = fast_bf16(torch.device("cpu"))  # float32 where the CPU would emulate bf16
     started = time.perf_counter()
     for step in range(1, args.steps + 1):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16(torch.device("cpu"))):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = loss_at(torch.Generator().manual_seed(step))
         value = descend(loss, optimizer)
         if step % args.every == 0:

@@ -346,6 +346,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
         fixed_shift = torch.randint(1, len(world.SHAPES), (IMAGES,), generator=torch.Generator().manual_seed(1))
     started, step, smooth, log, trend, paused = time.time(), 0, None, [], [], 0.0
     aux_smooth = None  # the auxiliary shape loss (log 5 = 1.61: the shape not read at all)
+    bf16 = fast_bf16(torch.device("cpu"))  # float32 where the CPU would emulate bf16
     next_check = args.every * 60 if args.every else float("inf")
     while time.time() - started - paused < args.minutes * 60 and step < args.steps:
         if time.time() - started - paused >= next_check:
@@ -396,7 +397,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[Net, dict]:
             rate = args.lr * min(1.0, (step + 1) / 200, left / args.decay if args.decay else 1.0)
         for group in optimizer.param_groups:
             group["lr"] = rate * group["scale"]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16(torch.device("cpu"))):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             source = x0  # what is noised; the target stays x0 (or its velocity)
             if mean5 is not None:  # the first share of the batch a caption-necessary blend
                 blended = torch.arange(b) < round(args.blend * b)
