@@ -2,7 +2,7 @@
 
     python research/tiny_redesign/motion_proxy.py --name NAME [--blend 0.9] [--known 0.6] [--scenes 1024]
         [--world directions|recipe] [--captions template|recipe] [--partners directions|recipe] [--exclude M,N]
-        [--buckets none|recipe] [--minutes 30] [--steps N]
+        [--second 0.3] [--buckets none|recipe] [--minutes 30] [--steps N]
         [--threads 2] [--compile] [--every 0] [--heldout 48] [--judge FOLDER]
 
 Training set: --scenes scenes of the training split with one object moving in one of the eight directions
@@ -31,8 +31,11 @@ common.fast_bf16), batch 16.
   --captions recipe, --partners recipe  one part of --world recipe on its own (each is the default with it):
                the recipe's three captions a scene, or its motion partners (any other motion that starts where the
                clip starts), on the eight directions' scenes.
-  --exclude M,N  with --world recipe or --partners recipe, no object moves so (e.g. spin,grow,shrink: the motions
-               that change an object's outline or size), in the scenes or the partners.
+  --exclude M,N  with --world recipe, --partners recipe or --second, no object moves so (e.g. spin,grow,shrink:
+               the motions that change an object's outline or size), in the scenes or the partners.
+  --second P   on the eight directions' scenes, that share of them hold a second object (the recipe's 0.3),
+               placed and sized as the world places two, in any motion but --exclude's; the template joins the
+               two with "and"; the partner moves the first object otherwise.
   --buckets recipe  draw each training scene at one of the recipe's five aspect-ratio buckets (48x80 ... 80x48);
                each batch from one bucket, drawn in proportion to its scenes, as the recipe does; the judging
                keeps 64x64.
@@ -96,11 +99,29 @@ def moving_scenes(split: str, count: int, seed: int) -> list[world.Scene]:
     return out
 
 
+def with_second(scenes: list[world.Scene], share: float, exclude: tuple[str, ...], seed: int) -> list[world.Scene]:
+    """The scenes, `share` of them (drawn) replaced by a scene of two objects: the first moving in a direction, the
+    second in any motion not in `exclude`, each placed and sized as the world places two."""
+    rng, out = np.random.default_rng(seed), []
+    for scene in scenes:
+        if rng.random() < share:
+            scene = world.sample_scene(rng, "train", num_objects=2)
+            while scene.objects[0].motion not in world.DIRECTIONS or scene.objects[1].motion in exclude:
+                scene = world.sample_scene(rng, "train", num_objects=2)
+        out.append(scene)
+    return out
+
+
 def caption(scene: world.Scene) -> str:
-    o = scene.objects[0]
-    article = "an" if o.color[0] in "aeiou" else "a"
-    pace = "fast" if o.speed == "fast" else "slowly"
-    return f"{article} {o.color} {o.shape} moving {o.motion} {pace} on a {scene.background} background"
+    """The one template, "a red circle moving right fast on a white background"; a second object joins with
+    "and" ("... and a blue square standing still on ...")."""
+    def phrase(o: world.ObjectSpec) -> str:
+        article = "an" if o.color[0] in "aeiou" else "a"
+        pace = "fast" if o.speed == "fast" else "slowly"
+        verb = {"still": "standing still", "bounce": f"bouncing {pace}", "spin": f"spinning {pace}",
+                "grow": f"growing {pace}", "shrink": f"shrinking {pace}"}.get(o.motion, f"moving {o.motion} {pace}")
+        return f"{article} {o.color} {o.shape} {verb}"
+    return " and ".join(map(phrase, scene.objects)) + f" on a {scene.background} background"
 
 
 def moved_otherwise(scene: world.Scene, rng: np.random.Generator, same_start: bool = False, height: int = SIDE,
@@ -143,6 +164,7 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
     if not recipe:  # one part of the recipe's world on the directions' scenes
         tag += ("_recipecaptions" if args.captions == "recipe" else "") + \
             ("_recipepartners" if args.partners == "recipe" else "")
+        tag += f"_second{args.second:.2f}" if args.second else ""
     tag += "".join(f"_no{m}" for m in exclude)
     path = CACHE / f"motion_n{count}_r{radius:.3f}{tag}.safetensors"  # the radius tells the world's object sizes apart
     if path.exists():
@@ -155,7 +177,7 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
             if not any(o.motion in exclude for o in scene.objects):
                 scenes.append(scene)
     else:
-        scenes = moving_scenes("train", count, 0)
+        scenes = with_second(moving_scenes("train", count, 0), args.second, exclude, 2)
     motions = tuple(m for m in world.MOTIONS if m not in exclude) if args.partners == "recipe" else world.DIRECTIONS
     d: Data = {"latents": {}, "partners": {}, "texts": {}}
     by_size: dict[tuple[int, int], list[world.Scene]] = {}
@@ -318,6 +340,7 @@ def main() -> None:
     parser.add_argument("--partners", choices=("directions", "recipe"), help="default: recipe with --world recipe")
     parser.add_argument("--buckets", choices=("none", "recipe"), default="none")
     parser.add_argument("--exclude", default="", help="with recipe partners: motions (comma-separated) left out")
+    parser.add_argument("--second", type=float, default=0.0, help="share of scenes with a second object")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -335,8 +358,11 @@ def main() -> None:
     if recipe and (args.captions, args.partners) != ("recipe", "recipe"):
         parser.error("--world recipe keeps the recipe's captions and partners")
     unknown = set(filter(None, args.exclude.split(","))) - set(world.MOTIONS)
-    if args.exclude and (args.partners != "recipe" or unknown):
-        parser.error(f"--exclude takes motions of {', '.join(world.MOTIONS)}, with --world or --partners recipe")
+    if args.exclude and (args.partners != "recipe" and not args.second or unknown):
+        parser.error(f"--exclude takes motions of {', '.join(world.MOTIONS)}, with --world or --partners recipe "
+                     "or --second")
+    if args.second and (recipe or not 0 < args.second < 1):
+        parser.error("--second takes a share in (0, 1), on the directions' scenes (--world recipe has its own)")
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = Pipeline.from_pretrained(args.judge, device="cpu")
