@@ -339,7 +339,8 @@ def main() -> None:
     parser.add_argument("--captions", choices=("template", "recipe"), help="default: recipe with --world recipe")
     parser.add_argument("--partners", choices=("directions", "recipe"), help="default: recipe with --world recipe")
     parser.add_argument("--buckets", choices=("none", "recipe"), default="none")
-    parser.add_argument("--exclude", default="", help="with recipe partners: motions (comma-separated) left out")
+    parser.add_argument("--exclude", default="",
+                        help="with recipe partners or --second: motions (comma-separated) left out")
     parser.add_argument("--second", type=float, default=0.0, help="share of scenes with a second object")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-4)
