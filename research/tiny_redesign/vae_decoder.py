@@ -14,9 +14,9 @@ object sizes. Writes runs/NAME.json.
 """
 
 import argparse
+import copy
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,23 +24,21 @@ import torch
 from sora_cli import Pipeline
 from sora_cli.models.wan.vae import WanVAE
 from sora_cli.tiny.train.common import fast_bf16
-from sora_cli.tiny.train.vae import VAERecipe, evaluate_psnr, run_phase
+from sora_cli.tiny.train.vae import VAERecipe, decoder_only, evaluate_psnr, run_phase, with_new_decoder
+
+from proxy import CACHE
 
 HERE = Path(__file__).resolve().parent
 
 
 def decoder_on(shipped: WanVAE, width: int, warm: bool) -> WanVAE:
-    """A VAE with the shipped encoder and latent statistics, and a decoder of base width `width`."""
-    if warm and width != shipped.config.decoder_base_dim:
+    """A VAE with the shipped encoder and latent statistics, and a fresh decoder of base width `width` (or, with
+    `warm`, the shipped decoder itself)."""
+    if not warm:
+        return with_new_decoder(shipped, width, seed=0)
+    if width != shipped.config.decoder_base_dim:
         raise SystemExit(f"error: --warm keeps the shipped decoder's width ({shipped.config.decoder_base_dim})")
-    torch.manual_seed(0)
-    vae = WanVAE(replace(shipped.config, decoder_base_dim=width))
-    keep = ("encoder.", "quant_conv.") if not warm else ("",)
-    vae.load_state_dict({k: v for k, v in shipped.state_dict().items() if k.startswith(keep)}, strict=False)
-    vae.train().requires_grad_(False)
-    for p in [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]:
-        p.requires_grad_(True)
-    return vae
+    return copy.deepcopy(shipped).train()
 
 
 def main() -> None:
@@ -59,10 +57,9 @@ def main() -> None:
     vae = decoder_on(shipped, args.width, args.warm)
     recipe = VAERecipe(decoder_steps=args.steps, decoder_lr=args.lr)
     bf16 = fast_bf16(torch.device("cpu"))
-    ckpt = Path("/tmp/tiny_redesign_cache") / f"{args.name}_decoder.safetensors"
-    ckpt.parent.mkdir(exist_ok=True)
-    seconds, _ = run_phase("decoder", vae, [p for p in vae.parameters() if p.requires_grad], args.steps, args.lr,
-                           recipe, ckpt, resume=False, stream=4, bf16=bf16)
+    CACHE.mkdir(exist_ok=True)
+    seconds, _ = run_phase("decoder", vae, decoder_only(vae), args.steps, args.lr, recipe,
+                           CACHE / f"{args.name}_decoder.safetensors", resume=False, stream=4, bf16=bf16)
     vae.eval().requires_grad_(False)
     shipped.eval()
     record = dict(width=args.width, warm=args.warm, steps=args.steps, lr=args.lr, bf16=bf16,

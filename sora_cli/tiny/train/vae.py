@@ -113,15 +113,9 @@ def train_vae(out: Path, work: Path, recipe: VAERecipe, resume: bool, command: s
     elapsed, trained = run_phase("vae", vae, vae.parameters(), recipe.steps, recipe.lr, recipe,
                                  work / "vae.safetensors", resume, stream=0, bf16=False)
     if recipe.decoder_base_dim != cfg.base_dim:
-        cfg = replace(cfg, decoder_base_dim=recipe.decoder_base_dim)
-        encoder = {k: v for k, v in vae.state_dict().items() if k.startswith(("encoder.", "quant_conv."))}
-        torch.manual_seed(recipe.seed)  # the new decoder's start depends on the seed alone, not on phase 1's run
-        vae = WanVAE(cfg).train()
-        vae.load_state_dict(encoder, strict=False)
-    vae.requires_grad_(False)
-    decoder = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
-    for p in decoder:
-        p.requires_grad_(True)
+        vae = with_new_decoder(vae, recipe.decoder_base_dim, recipe.seed)
+    cfg = vae.config
+    decoder = decoder_only(vae)
     # A decoder checkpoint only continues if it grew from this encoder; stream 4: new crops, not phase 1's.
     elapsed += run_phase("decoder", vae, decoder, recipe.decoder_steps, recipe.decoder_lr, recipe,
                          work / "vae-decoder.safetensors", resume and not trained, stream=4,
@@ -136,6 +130,25 @@ def train_vae(out: Path, work: Path, recipe: VAERecipe, resume: bool, command: s
                            recipe.steps + recipe.decoder_steps, results)
     (out / "vae" / "recipe.json").write_text(json.dumps(record, indent=2))
     return record
+
+
+def with_new_decoder(vae: WanVAE, width: int, seed: int) -> WanVAE:
+    """`vae`'s encoder (and so its latents) with a fresh decoder of base width `width`, whose start depends on the
+    seed alone, not on how the encoder was trained."""
+    encoder = {k: v for k, v in vae.state_dict().items() if k.startswith(("encoder.", "quant_conv."))}
+    torch.manual_seed(seed)
+    out = WanVAE(replace(vae.config, decoder_base_dim=width)).train()
+    out.load_state_dict(encoder, strict=False)
+    return out
+
+
+def decoder_only(vae: WanVAE) -> list[torch.nn.Parameter]:
+    """Freeze the encoder and return the decoder's parameters (with post_quant_conv) for training."""
+    vae.requires_grad_(False)
+    decoder = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
+    for p in decoder:
+        p.requires_grad_(True)
+    return decoder
 
 
 def run_phase(name: str, vae: WanVAE, params, steps: int, lr: float, recipe: VAERecipe,
