@@ -2,7 +2,7 @@
 
     python research/tiny_redesign/motion_proxy.py --name NAME [--blend 0.9] [--known 0.6] [--scenes 1024]
         [--world directions|recipe] [--captions template|recipe] [--partners directions|recipe] [--exclude M,N]
-        [--second 0.3] [--buckets none|recipe] [--minutes 30] [--steps N]
+        [--second 0.3] [--undirected 0.2] [--buckets none|recipe] [--minutes 30] [--steps N]
         [--threads 2] [--compile] [--every 0] [--heldout 48] [--judge FOLDER]
 
 Training set: --scenes scenes of the training split with one object moving in one of the eight directions
@@ -31,11 +31,15 @@ common.fast_bf16), batch 16.
   --captions recipe, --partners recipe  one part of --world recipe on its own (each is the default with it):
                the recipe's three captions a scene, or its motion partners (any other motion that starts where the
                clip starts), on the eight directions' scenes.
-  --exclude M,N  with --world recipe, --partners recipe or --second, no object moves so (e.g. spin,grow,shrink:
-               the motions that change an object's outline or size), in the scenes or the partners.
+  --exclude M,N  with --world recipe, --partners recipe, --second or --undirected, no object moves so (e.g.
+               spin,grow,shrink: the motions that change an object's outline or size), in the scenes or the
+               partners.
   --second P   on the eight directions' scenes, that share of them hold a second object (the recipe's 0.3),
                placed and sized as the world places two, in any motion but --exclude's; the template joins the
                two with "and"; the partner moves the first object otherwise.
+  --undirected P  on the eight directions' scenes, that share of them have their one object in a motion that is
+               not a direction (bounce, still, and spin, grow or shrink unless --exclude'd), as about a fifth of
+               the recipe world's first objects are without spin, grow and shrink.
   --buckets recipe  draw each training scene at one of the recipe's five aspect-ratio buckets (48x80 ... 80x48);
                each batch from one bucket, drawn in proportion to its scenes, as the recipe does; the judging
                keeps 64x64.
@@ -112,6 +116,19 @@ def with_second(scenes: list[world.Scene], share: float, exclude: tuple[str, ...
     return out
 
 
+def undirected(scenes: list[world.Scene], share: float, exclude: tuple[str, ...], seed: int) -> list[world.Scene]:
+    """The scenes, `share` of them (drawn) replaced by a scene whose one object moves in a motion that is not a
+    direction and not in `exclude`."""
+    rng, out = np.random.default_rng(seed), []
+    for scene in scenes:
+        if rng.random() < share:
+            scene = world.sample_scene(rng, "train", num_objects=1)
+            while scene.objects[0].motion in world.DIRECTIONS or scene.objects[0].motion in exclude:
+                scene = world.sample_scene(rng, "train", num_objects=1)
+        out.append(scene)
+    return out
+
+
 def caption(scene: world.Scene) -> str:
     """The one template, "a red circle moving right fast on a white background"; a second object joins with
     "and" ("... and a blue square standing still on ...")."""
@@ -165,6 +182,7 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
         tag += ("_recipecaptions" if args.captions == "recipe" else "") + \
             ("_recipepartners" if args.partners == "recipe" else "")
         tag += f"_second{args.second:.2f}" if args.second else ""
+        tag += f"_undirected{args.undirected:.2f}" if args.undirected else ""
     tag += "".join(f"_no{m}" for m in exclude)
     path = CACHE / f"motion_n{count}_r{radius:.3f}{tag}.safetensors"  # the radius tells the world's object sizes apart
     if path.exists():
@@ -178,6 +196,7 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
                 scenes.append(scene)
     else:
         scenes = with_second(moving_scenes("train", count, 0), args.second, exclude, 2)
+        scenes = undirected(scenes, args.undirected, exclude, 3)
     motions = tuple(m for m in world.MOTIONS if m not in exclude) if args.partners == "recipe" else world.DIRECTIONS
     d: Data = {"latents": {}, "partners": {}, "texts": {}}
     by_size: dict[tuple[int, int], list[world.Scene]] = {}
@@ -340,8 +359,10 @@ def main() -> None:
     parser.add_argument("--partners", choices=("directions", "recipe"), help="default: recipe with --world recipe")
     parser.add_argument("--buckets", choices=("none", "recipe"), default="none")
     parser.add_argument("--exclude", default="",
-                        help="with recipe partners or --second: motions (comma-separated) left out")
+                        help="with recipe partners, --second or --undirected: motions (comma-separated) left out")
     parser.add_argument("--second", type=float, default=0.0, help="share of scenes with a second object")
+    parser.add_argument("--undirected", type=float, default=0.0,
+                        help="share of scenes whose object moves otherwise than in a direction")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -359,11 +380,12 @@ def main() -> None:
     if recipe and (args.captions, args.partners) != ("recipe", "recipe"):
         parser.error("--world recipe keeps the recipe's captions and partners")
     unknown = set(filter(None, args.exclude.split(","))) - set(world.MOTIONS)
-    if args.exclude and (args.partners != "recipe" and not args.second or unknown):
-        parser.error(f"--exclude takes motions of {', '.join(world.MOTIONS)}, with --world or --partners recipe "
-                     "or --second")
-    if args.second and (recipe or not 0 < args.second < 1):
-        parser.error("--second takes a share in (0, 1), on the directions' scenes (--world recipe has its own)")
+    if args.exclude and (args.partners != "recipe" and not args.second and not args.undirected or unknown):
+        parser.error(f"--exclude takes motions of {', '.join(world.MOTIONS)}, with --world or --partners recipe, "
+                     "--second or --undirected")
+    for knob in ("second", "undirected"):
+        if getattr(args, knob) and (recipe or not 0 < getattr(args, knob) < 1):
+            parser.error(f"--{knob} takes a share in (0, 1), on the directions' scenes (--world recipe has its own)")
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = Pipeline.from_pretrained(args.judge, device="cpu")
