@@ -68,6 +68,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -103,28 +104,15 @@ def moving_scenes(split: str, count: int, seed: int) -> list[world.Scene]:
     return out
 
 
-def with_second(scenes: list[world.Scene], share: float, exclude: tuple[str, ...], seed: int) -> list[world.Scene]:
-    """The scenes, `share` of them (drawn) replaced by a scene of two objects: the first moving in a direction, the
-    second in any motion not in `exclude`, each placed and sized as the world places two."""
+def replaced(scenes: list[world.Scene], share: float, seed: int, num_objects: int,
+             fits: Callable[[world.Scene], bool]) -> list[world.Scene]:
+    """The scenes, `share` of them (drawn) replaced by a training scene of `num_objects` objects that `fits`."""
     rng, out = np.random.default_rng(seed), []
     for scene in scenes:
         if rng.random() < share:
-            scene = world.sample_scene(rng, "train", num_objects=2)
-            while scene.objects[0].motion not in world.DIRECTIONS or scene.objects[1].motion in exclude:
-                scene = world.sample_scene(rng, "train", num_objects=2)
-        out.append(scene)
-    return out
-
-
-def undirected(scenes: list[world.Scene], share: float, exclude: tuple[str, ...], seed: int) -> list[world.Scene]:
-    """The scenes, `share` of them (drawn) replaced by a scene whose one object moves in a motion that is not a
-    direction and not in `exclude`."""
-    rng, out = np.random.default_rng(seed), []
-    for scene in scenes:
-        if rng.random() < share:
-            scene = world.sample_scene(rng, "train", num_objects=1)
-            while scene.objects[0].motion in world.DIRECTIONS or scene.objects[0].motion in exclude:
-                scene = world.sample_scene(rng, "train", num_objects=1)
+            scene = world.sample_scene(rng, "train", num_objects=num_objects)
+            while not fits(scene):
+                scene = world.sample_scene(rng, "train", num_objects=num_objects)
         out.append(scene)
     return out
 
@@ -195,8 +183,12 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
             if not any(o.motion in exclude for o in scene.objects):
                 scenes.append(scene)
     else:
-        scenes = with_second(moving_scenes("train", count, 0), args.second, exclude, 2)
-        scenes = undirected(scenes, args.undirected, exclude, 3)
+        # --second: the first object moving in a direction, the second in any motion not excluded
+        scenes = replaced(moving_scenes("train", count, 0), args.second, 2, 2, lambda s: s.objects[0].motion in
+                          world.DIRECTIONS and s.objects[1].motion not in exclude)
+        # --undirected: one object, in a motion that is neither a direction nor excluded
+        scenes = replaced(scenes, args.undirected, 3, 1, lambda s: s.objects[0].motion not in world.DIRECTIONS
+                          and s.objects[0].motion not in exclude)
     motions = tuple(m for m in world.MOTIONS if m not in exclude) if args.partners == "recipe" else world.DIRECTIONS
     d: Data = {"latents": {}, "partners": {}, "texts": {}}
     by_size: dict[tuple[int, int], list[world.Scene]] = {}
