@@ -1,13 +1,14 @@
 """Does a wider or longer-trained decoder on the shipped VAE's frozen encoder reach 32 dB on the world's objects?
 
     python research/tiny_redesign/vae_decoder.py --name NAME [--width 32] [--steps 5000] [--warm]
-        [--seeds 0,1,2] [--threads 2]
+        [--init RUN] [--seeds 0,1,2] [--threads 2]
 
 The recipe's decoder phase (train/vae.py: run_phase on the decoder and post_quant_conv, the encoder frozen,
 crops of stream 4, AdamW 1e-3 with warm-up and cosine decay, EMA 0.999, bf16 autocast where the CPU has it
 natively) on the shipped encoder, so the latents, and every transformer trained on them, stay exactly as they
 are. `--width` is the new decoder's base width (the shipped one is 32); `--warm` starts from the shipped decoder
-(width 32 only) instead of afresh, the cheap way to ask whether more decoder steps would help. Reports
+(width 32 only) instead of afresh, the cheap way to ask whether more decoder steps would help; `--init RUN` starts
+from an earlier run's EMA decoder (its checkpoint in the cache), a fresh schedule on top of it. Reports
 evaluate_psnr (24 held-out clips at the buckets' sizes) for each seed, the shipped VAE beside it, and the
 decoder's step time. The world is the one in the working tree: apply the world part of clip_recipe.patch for its
 object sizes. Writes runs/NAME.json.
@@ -23,7 +24,7 @@ import torch
 
 from sora_cli import Pipeline
 from sora_cli.models.wan.vae import WanVAE
-from sora_cli.tiny.train.common import fast_bf16
+from sora_cli.tiny.train.common import ema_weights, fast_bf16
 from sora_cli.tiny.train.vae import VAERecipe, decoder_only, evaluate_psnr, run_phase, with_new_decoder
 
 from proxy import CACHE
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warm", action="store_true")
+    parser.add_argument("--init", help="an earlier run's name: start from its EMA decoder")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -55,6 +57,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     shipped = Pipeline.from_pretrained(None, device="cpu").vae.float()
     vae = decoder_on(shipped, args.width, args.warm)
+    if args.init:
+        vae.load_state_dict(ema_weights(CACHE / f"{args.init}_decoder.safetensors"))
     recipe = VAERecipe(decoder_steps=args.steps, decoder_lr=args.lr)
     bf16 = fast_bf16(torch.device("cpu"))
     CACHE.mkdir(exist_ok=True)
@@ -62,7 +66,7 @@ def main() -> None:
                            CACHE / f"{args.name}_decoder.safetensors", resume=False, stream=4, bf16=bf16)
     vae.eval().requires_grad_(False)
     shipped.eval()
-    record = dict(width=args.width, warm=args.warm, steps=args.steps, lr=args.lr, bf16=bf16,
+    record = dict(width=args.width, warm=args.warm, init=args.init, steps=args.steps, lr=args.lr, bf16=bf16,
                   s_per_step=round(seconds / max(args.steps, 1), 3), train_minutes=round(seconds / 60, 1),
                   decoder_mb=round(sum(p.numel() for p in vae.decoder.parameters()) * 4 / 2 ** 20, 2),
                   psnr_db={s: evaluate_psnr(vae, s) for s in seeds},
