@@ -3,15 +3,15 @@
     python research/tiny_redesign/vae_decoder.py --name NAME [--width 32] [--steps 5000] [--warm]
         [--init RUN] [--seeds 0,1,2] [--threads 2]
 
-The recipe's decoder phase (train/vae.py: run_phase on the decoder and post_quant_conv, the encoder frozen,
-crops of stream 4, AdamW 1e-3 with warm-up and cosine decay, EMA 0.999, bf16 autocast where the CPU has it
-natively) on the shipped encoder, so the latents, and every transformer trained on them, stay exactly as they
-are. `--width` is the new decoder's base width (the shipped one is 32); `--warm` starts from the shipped decoder
-(width 32 only) instead of afresh, the cheap way to ask whether more decoder steps would help; `--init RUN` starts
-from an earlier run's EMA decoder (its checkpoint in the cache), a fresh schedule on top of it. Reports
-evaluate_psnr (24 held-out clips at the buckets' sizes) for each seed, the shipped VAE beside it, and the
-decoder's step time. The world is the one in the working tree: apply the world part of clip_recipe.patch for its
-object sizes. Writes runs/NAME.json.
+The recipe's decoder phase (train/vae.py: run_phase on the decoder and post_quant_conv, the encoder frozen, crops
+of stream 4, AdamW 1e-3 with warm-up and cosine decay, EMA 0.999, bf16 autocast where the CPU has it natively) on
+the shipped encoder, so the latents, and every transformer trained on them, stay exactly as they are. `--width` is
+the new decoder's base width (the shipped one is 32); `--warm` starts from the shipped decoder (width 32 only)
+instead of afresh, the cheap way to ask whether more decoder steps would help; `--init RUN` (implies `--warm`)
+starts from an earlier run's EMA decoder (its checkpoint in the cache), a fresh schedule on top of it. Reports
+evaluate_psnr (24 held-out clips at the buckets' sizes) for each seed, the shipped VAE beside it, and the decoder's
+step time. The world is the one in the working tree: apply the world part of clip_recipe.patch for its object
+sizes. Writes runs/NAME.json.
 """
 
 import argparse
@@ -56,7 +56,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     shipped = Pipeline.from_pretrained(None, device="cpu").vae.float()
-    vae = decoder_on(shipped, args.width, args.warm)
+    vae = decoder_on(shipped, args.width, args.warm or args.init is not None)
     if args.init:
         vae.load_state_dict(ema_weights(CACHE / f"{args.init}_decoder.safetensors"))
     recipe = VAERecipe(decoder_steps=args.steps, decoder_lr=args.lr)
