@@ -3,7 +3,8 @@
     python research/tiny_redesign/motion_proxy.py --name NAME [--blend 0.9] [--known 0.6] [--scenes 1024]
         [--world directions|recipe] [--captions template|recipe] [--partners directions|recipe] [--exclude M,N]
         [--second 0.3] [--undirected 0.2] [--buckets none|recipe] [--minutes 30] [--steps N]
-        [--threads 2] [--compile] [--every 0] [--heldout 48] [--judge FOLDER]
+        [--threads 2] [--compile] [--every 0] [--heldout 48] [--judge-captions template|heldout]
+        [--judge FOLDER | --weights NAME]
 
 Training set: --scenes scenes of the training split with one object moving in one of the eight directions
 (world.sample_scene, drawn again until the motion is a direction, so the held-out split's combinations stay
@@ -31,6 +32,9 @@ common.fast_bf16), batch 16.
   --captions recipe, --partners recipe  one part of --world recipe on its own (each is the default with it):
                the recipe's three captions a scene, or its motion partners (any other motion that starts where the
                clip starts), on the eight directions' scenes.
+  --captions anchored  two of the recipe's captions a scene and one plain phrasing in the recipe's first words
+               ("a red circle moving up and to the left quickly on a white background"), so that one phrasing
+               of each word recurs while the others vary.
   --exclude M,N  with --world recipe, --partners recipe, --second or --undirected, no object moves so (e.g.
                spin,grow,shrink: the motions that change an object's outline or size), in the scenes or the
                partners.
@@ -52,9 +56,13 @@ Judged on the EMA weights, every --every minutes (follow only) and at the end:
   the share whose motion judge.py reads as the asked one, with colour and shape; text-to-video in one pass
   (`t2v`), in two (`t2v2`: draw, keep the first latent frame, generate the rest again), and with the true clip's
   first latent frame known (`i2v`); 20 steps, guidance 4.
+Both under the one template, or with --judge-captions heldout under the recipe's held-out phrasings
+(captions.caption's held-out split: templates and synonyms no training caption uses; a pair's two captions
+phrased alike).
 
 The world is the one in the working tree: apply the world part of clip_recipe.patch for its object sizes.
-With --judge FOLDER, a model folder (a clip-recipe run's) is judged the same way instead of a trained network.
+With --judge FOLDER, a model folder (a clip-recipe run's) is judged the same way instead of a trained network;
+with --weights NAME, an earlier run's EMA weights (kept in the cache as NAME.safetensors).
 Writes runs/NAME.json and runs/NAME.png (frames 0, 4, 8, 12 and 16 of four held-out prompts: one pass, two
 passes, start known).
 """
@@ -129,6 +137,25 @@ def caption(scene: world.Scene) -> str:
     return " and ".join(map(phrase, scene.objects)) + f" on a {scene.background} background"
 
 
+def plain_caption(scene: world.Scene) -> str:
+    """The scene in the recipe's captions' first words and first template, "a red circle moving up and to the left
+    quickly on a white background"."""
+    def phrase(o: world.ObjectSpec) -> str:
+        first = captions.MOTION_PHRASES[o.motion][0][0][0] if o.motion in captions.MOTION_PHRASES \
+            else f"{captions.VERBS[0][0][0]} {captions.DIRECTION_WORDS[o.motion][0][0]}"
+        pace = "" if o.motion == "still" else f" {captions.SPEED_WORDS[o.speed][0][0]}"
+        article = "an" if o.color[0] in "aeiou" else "a"
+        return f"{article} {o.color} {captions.SHAPE_WORDS[o.shape][0][0]} {first}{pace}"
+    return " and ".join(map(phrase, scene.objects)) + f" on a {scene.background} background"
+
+
+def judge_caption(scene: world.Scene, phrasing: str, seed: int) -> str:
+    """The judging's caption: the one template, or a held-out phrasing drawn with `seed`."""
+    if phrasing == "template":
+        return caption(scene)
+    return captions.caption(scene, np.random.default_rng(seed), "heldout")
+
+
 def moved_otherwise(scene: world.Scene, rng: np.random.Generator, same_start: bool = False, height: int = SIDE,
                     width: int = SIDE, motions: tuple[str, ...] = world.DIRECTIONS) -> world.Scene:
     """The scene with its first object in another of `motions`, all else the same; with `same_start` placed so
@@ -168,6 +195,7 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
     tag = ("_samestart" if args.same_start else "") + ("_recipe" if recipe else "") + ("_buckets" if buckets else "")
     if not recipe:  # one part of the recipe's world on the directions' scenes
         tag += ("_recipecaptions" if args.captions == "recipe" else "") + \
+            ("_anchoredcaptions" if args.captions == "anchored" else "") + \
             ("_recipepartners" if args.partners == "recipe" else "")
         tag += f"_second{args.second:.2f}" if args.second else ""
         tag += f"_undirected{args.undirected:.2f}" if args.undirected else ""
@@ -197,8 +225,11 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
     moved = 0
     for (h, w), group in sorted(by_size.items()):
         partners = [moved_otherwise(s, rng, args.same_start, h, w, motions) for s in group]
-        texts = [captions.caption(s, rng, "train") for s in group for _ in range(3)] \
-            if args.captions == "recipe" else [caption(s) for s in group]
+        texts = {"template": lambda s: [caption(s)],
+                 "recipe": lambda s: [captions.caption(s, rng, "train") for _ in range(3)],
+                 "anchored": lambda s: [plain_caption(s)] + [captions.caption(s, rng, "train") for _ in range(2)],
+                 }[args.captions]
+        texts = [t for s in group for t in texts(s)]
         moved += sum(p.objects[0].motion != s.objects[0].motion for s, p in zip(group, partners))
         key = f"{h}x{w}"
         with torch.no_grad():
@@ -233,7 +264,8 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[WanTransformer, dic
     while time.time() - started - paused < args.minutes * 60 and step < args.steps:
         if time.time() - started - paused >= next_check:
             t = time.time()
-            trend.append(dict(step=step, minutes=round(next_check / 60, 1), follow=follow(pipe, ema_copy(net, ema))))
+            trend.append(dict(step=step, minutes=round(next_check / 60, 1),
+                              follow=follow(pipe, ema_copy(net, ema), args.judge_captions)))
             print("trend", json.dumps(trend[-1]), flush=True)
             paused += time.time() - t
             next_check += args.every * 60
@@ -290,7 +322,7 @@ def ema_copy(net: WanTransformer, ema: Ema) -> WanTransformer:
 
 
 @torch.inference_mode()
-def follow(pipe: Pipeline, net: WanTransformer, count: int = 24) -> dict[str, float]:
+def follow(pipe: Pipeline, net: WanTransformer, phrasing: str = "template", count: int = 24) -> dict[str, float]:
     """probe_word_use.py's direction figure for this network, the mean over `count` left/right pairs."""
     pipe.transformer = net
     rng, pairs = np.random.default_rng(91), []
@@ -304,14 +336,15 @@ def follow(pipe: Pipeline, net: WanTransformer, count: int = 24) -> dict[str, fl
             values = []
             for i, scenes in enumerate(pairs):
                 a, b = (encode(pipe, [x]) for x in scenes)
-                context = pipe.encode_text([caption(x) for x in scenes])
+                context = pipe.encode_text([judge_caption(x, phrasing, seed=i) for x in scenes])
                 values.append(follow_along(estimates(pipe, a, b, context, s, known_start, seed=i), a, b))
             out[("start@" if known_start else "@") + f"{s}"] = round(float(np.mean(values)), 3)
     return out
 
 
 @torch.inference_mode()
-def judge_heldout(pipe: Pipeline, net: WanTransformer, count: int) -> tuple[dict, dict[str, list[np.ndarray]]]:
+def judge_heldout(pipe: Pipeline, net: WanTransformer, count: int,
+                  phrasing: str = "template") -> tuple[dict, dict[str, list[np.ndarray]]]:
     """Judged shares of `count` held-out scenes in each mode, and every mode's clips."""
     pipe.transformer = net
     scenes = moving_scenes("heldout", count, 1)
@@ -320,7 +353,7 @@ def judge_heldout(pipe: Pipeline, net: WanTransformer, count: int) -> tuple[dict
     first[0] = True
     figures, clips = {}, {}
     for mode, passes, known in (("t2v", 1, None), ("t2v2", 2, None), ("i2v", 1, KnownFrames(truth, first))):
-        jobs = [pipe.resolve(caption(s), height=SIDE, width=SIDE, num_frames=FRAMES, seed=i, passes=passes)
+        jobs = [pipe.resolve(judge_caption(s, phrasing, seed=1000 + i), height=SIDE, width=SIDE, num_frames=FRAMES, seed=i, passes=passes)
                 for i, s in enumerate(scenes)]
         latents = pipe.sample(jobs, known)
         clips[mode] = [pipe.decode(latents[i:i + 1]) for i in range(count)]
@@ -347,7 +380,8 @@ def main() -> None:
     parser.add_argument("--blend", type=float, default=0.9)
     parser.add_argument("--same-start", action="store_true")
     parser.add_argument("--world", choices=("directions", "recipe"), default="directions")
-    parser.add_argument("--captions", choices=("template", "recipe"), help="default: recipe with --world recipe")
+    parser.add_argument("--captions", choices=("template", "recipe", "anchored"),
+                        help="default: recipe with --world recipe")
     parser.add_argument("--partners", choices=("directions", "recipe"), help="default: recipe with --world recipe")
     parser.add_argument("--buckets", choices=("none", "recipe"), default="none")
     parser.add_argument("--exclude", default="",
@@ -364,7 +398,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--prepare", action="store_true", help="only encode and cache the training set")
+    parser.add_argument("--judge-captions", choices=("template", "heldout"), default="template")
     parser.add_argument("--judge", metavar="FOLDER", help="judge a model folder (a recipe run's) instead of training")
+    parser.add_argument("--weights", metavar="NAME", help="judge an earlier run's cached EMA weights")
     args = parser.parse_args()
     recipe = args.world == "recipe"
     args.captions = args.captions or ("recipe" if recipe else "template")
@@ -386,12 +422,16 @@ def main() -> None:
         return
     if args.judge:
         net, record = pipe.transformer, dict(judged=args.judge)
+    elif args.weights:
+        net = WanTransformer(transformer_config(2, 128)).eval()
+        net.load_state_dict(load_cache(CACHE / f"{args.weights}.safetensors"))
+        record = dict(judged=args.weights)
     else:
         net, record = train(pipe, args)
         save_cache(net.state_dict(), CACHE / f"{args.name}.safetensors")  # the EMA weights, for a later look
     t = time.time()
-    record["follow"] = follow(pipe, net)
-    record["heldout"], clips = judge_heldout(pipe, net, args.heldout)
+    record["follow"] = follow(pipe, net, args.judge_captions)
+    record["heldout"], clips = judge_heldout(pipe, net, args.heldout, args.judge_captions)
     out = HERE / "runs"
     out.mkdir(exist_ok=True)
     picture(clips, out / f"{args.name}.png")
