@@ -194,8 +194,7 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
     radius = np.mean([s.objects[0].size for s in moving_scenes("train", 64, 0)])
     tag = ("_samestart" if args.same_start else "") + ("_recipe" if recipe else "") + ("_buckets" if buckets else "")
     if not recipe:  # one part of the recipe's world on the directions' scenes
-        tag += ("_recipecaptions" if args.captions == "recipe" else "") + \
-            ("_anchoredcaptions" if args.captions == "anchored" else "") + \
+        tag += (f"_{args.captions}captions" if args.captions != "template" else "") + \
             ("_recipepartners" if args.partners == "recipe" else "")
         tag += f"_second{args.second:.2f}" if args.second else ""
         tag += f"_undirected{args.undirected:.2f}" if args.undirected else ""
@@ -353,8 +352,8 @@ def judge_heldout(pipe: Pipeline, net: WanTransformer, count: int,
     first[0] = True
     figures, clips = {}, {}
     for mode, passes, known in (("t2v", 1, None), ("t2v2", 2, None), ("i2v", 1, KnownFrames(truth, first))):
-        jobs = [pipe.resolve(judge_caption(s, phrasing, seed=1000 + i), height=SIDE, width=SIDE, num_frames=FRAMES, seed=i, passes=passes)
-                for i, s in enumerate(scenes)]
+        jobs = [pipe.resolve(judge_caption(s, phrasing, seed=1000 + i), height=SIDE, width=SIDE, num_frames=FRAMES,
+                             seed=i, passes=passes) for i, s in enumerate(scenes)]
         latents = pipe.sample(jobs, known)
         clips[mode] = [pipe.decode(latents[i:i + 1]) for i in range(count)]
         hits = [judge.agreement(judge.scene_facts(s), judge.judge_clip(c, world.FPS))
@@ -414,6 +413,8 @@ def main() -> None:
     for knob in ("second", "undirected"):
         if getattr(args, knob) and (recipe or not 0 < getattr(args, knob) < 1):
             parser.error(f"--{knob} takes a share in (0, 1), on the directions' scenes (--world recipe has its own)")
+    if args.judge and args.weights:
+        parser.error("--judge judges a model folder, --weights a cached run: one of the two")
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = Pipeline.from_pretrained(args.judge, device="cpu")
