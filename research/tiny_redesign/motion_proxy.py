@@ -4,7 +4,7 @@
         [--world directions|recipe] [--captions template|recipe] [--partners directions|recipe] [--exclude M,N]
         [--second 0.3] [--undirected 0.2] [--buckets none|recipe] [--minutes 30] [--steps N]
         [--threads 2] [--compile] [--every 0] [--heldout 48] [--judge-captions template|heldout]
-        [--judge FOLDER | --weights NAME]
+        [--first N] [--judge FOLDER | --weights NAME]
 
 Training set: --scenes scenes of the training split with one object moving in one of the eight directions
 (world.sample_scene, drawn again until the motion is a direction, so the held-out split's combinations stay
@@ -35,6 +35,10 @@ common.fast_bf16), batch 16.
   --captions anchored  two of the recipe's captions a scene and one plain phrasing in the recipe's first words
                ("a red circle moving up and to the left quickly on a white background"), so that one phrasing
                of each word recurs while the others vary.
+  --captions plain  the plain phrasing alone, one a scene.
+  --first N    the first N steps on the eight directions' scenes with the plain phrasing and partners moving in
+               another direction, where the word is learnt soonest, and the rest on the set the other switches
+               name: whether a word learnt on the simple scenes is kept, and carried, on the recipe's.
   --exclude M,N  with --world recipe, --partners recipe, --second or --undirected, no object moves so (e.g.
                spin,grow,shrink: the motions that change an object's outline or size), in the scenes or the
                partners.
@@ -227,6 +231,7 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
         texts = {"template": lambda s: [caption(s)],
                  "recipe": lambda s: [captions.caption(s, rng, "train") for _ in range(3)],
                  "anchored": lambda s: [plain_caption(s)] + [captions.caption(s, rng, "train") for _ in range(2)],
+                 "plain": lambda s: [plain_caption(s)],
                  }[args.captions]
         texts = [t for s in group for t in texts(s)]
         moved += sum(p.objects[0].motion != s.objects[0].motion for s, p in zip(group, partners))
@@ -242,8 +247,9 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
 
 def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[WanTransformer, dict]:
     d = data(pipe, args)
-    sizes = sorted(d["latents"])
-    share = np.array([len(d["latents"][k]) for k in sizes]) / args.scenes  # a batch's bucket, as the recipe draws it
+    simple = argparse.Namespace(**{**vars(args), **dict(world="directions", captions="plain", partners="directions",
+                                                         second=0.0, undirected=0.0, exclude="", buckets="none")})
+    first = data(pipe, simple) if args.first else d
     with torch.no_grad():
         empty = pipe.encode_text([""])[0].float()
     warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
@@ -268,10 +274,13 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[WanTransformer, dic
             print("trend", json.dumps(trend[-1]), flush=True)
             paused += time.time() - t
             next_check += args.every * 60
+        current = first if step < args.first else d
+        sizes = sorted(current["latents"])
+        share = [len(current["latents"][k]) / args.scenes for k in sizes]  # a batch's bucket, as the recipe draws it
         size = sizes[rng.choice(len(sizes), p=share)]
-        latents, texts = d["latents"][size], d["texts"][size]
+        latents, texts = current["latents"][size], current["texts"][size]
         idx = torch.randint(len(latents), (b,), generator=gen)
-        x0, partner = latents[idx], d["partners"][size][idx]
+        x0, partner = latents[idx], current["partners"][size][idx]
         text = texts[idx, torch.randint(texts.shape[1], (b,), generator=gen)].float()  # one phrasing a sample
         context = torch.where((torch.rand(b, generator=gen) < 0.1)[:, None, None], empty, text)
         grid, frames = net.token_grid(*x0.shape[2:]), x0.shape[2]
@@ -379,7 +388,7 @@ def main() -> None:
     parser.add_argument("--blend", type=float, default=0.9)
     parser.add_argument("--same-start", action="store_true")
     parser.add_argument("--world", choices=("directions", "recipe"), default="directions")
-    parser.add_argument("--captions", choices=("template", "recipe", "anchored"),
+    parser.add_argument("--captions", choices=("template", "recipe", "anchored", "plain"),
                         help="default: recipe with --world recipe")
     parser.add_argument("--partners", choices=("directions", "recipe"), help="default: recipe with --world recipe")
     parser.add_argument("--buckets", choices=("none", "recipe"), default="none")
@@ -392,6 +401,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--steps", type=int, default=10 ** 9)
+    parser.add_argument("--first", type=int, default=0, help="steps on the simple scenes first (see above)")
     parser.add_argument("--every", type=float, default=0.0, help="the follow figure every so many minutes")
     parser.add_argument("--heldout", type=int, default=48)
     parser.add_argument("--threads", type=int, default=0)
