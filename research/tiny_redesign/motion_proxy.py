@@ -1,10 +1,10 @@
 """Can the clip recipe's transformer learn the direction word? proxy.py's question for motion, on clips.
 
     python research/tiny_redesign/motion_proxy.py --name NAME [--blend 0.9] [--known 0.6] [--scenes 1024]
-        [--world directions|recipe] [--captions template|recipe] [--partners directions|recipe] [--exclude M,N]
-        [--second 0.3] [--undirected 0.2] [--buckets none|recipe] [--minutes 30] [--steps N]
-        [--threads 2] [--compile] [--every 0] [--heldout 48] [--judge-captions template|heldout]
-        [--first N] [--judge FOLDER | --weights NAME]
+        [--world directions|recipe] [--captions template|recipe|anchored|plain] [--partners directions|recipe]
+        [--exclude M,N] [--second 0.3] [--undirected 0.2] [--buckets none|recipe] [--minutes 30] [--steps N]
+        [--first N] [--threads 2] [--compile] [--every 0] [--heldout 48] [--judge-captions template|heldout]
+        [--judge FOLDER | --weights NAME]
 
 Training set: --scenes scenes of the training split with one object moving in one of the eight directions
 (world.sample_scene, drawn again until the motion is a direction, so the held-out split's combinations stay
