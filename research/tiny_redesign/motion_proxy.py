@@ -129,28 +129,33 @@ def replaced(scenes: list[world.Scene], share: float, seed: int, num_objects: in
     return out
 
 
+def described(scene: world.Scene, words) -> str:
+    """Each object as "a {colour} {words(object)}", joined with "and", then the background."""
+    def phrase(o: world.ObjectSpec) -> str:
+        return f"{'an' if o.color[0] in 'aeiou' else 'a'} {o.color} {words(o)}"
+    return " and ".join(map(phrase, scene.objects)) + f" on a {scene.background} background"
+
+
 def caption(scene: world.Scene) -> str:
     """The one template, "a red circle moving right fast on a white background"; a second object joins with
     "and" ("... and a blue square standing still on ...")."""
-    def phrase(o: world.ObjectSpec) -> str:
-        article = "an" if o.color[0] in "aeiou" else "a"
+    def words(o: world.ObjectSpec) -> str:
         pace = "fast" if o.speed == "fast" else "slowly"
         verb = {"still": "standing still", "bounce": f"bouncing {pace}", "spin": f"spinning {pace}",
                 "grow": f"growing {pace}", "shrink": f"shrinking {pace}"}.get(o.motion, f"moving {o.motion} {pace}")
-        return f"{article} {o.color} {o.shape} {verb}"
-    return " and ".join(map(phrase, scene.objects)) + f" on a {scene.background} background"
+        return f"{o.shape} {verb}"
+    return described(scene, words)
 
 
 def plain_caption(scene: world.Scene) -> str:
     """The scene in the recipe's captions' first words and first template, "a red circle moving up and to the left
     quickly on a white background"."""
-    def phrase(o: world.ObjectSpec) -> str:
-        first = captions.MOTION_PHRASES[o.motion][0][0][0] if o.motion in captions.MOTION_PHRASES \
+    def words(o: world.ObjectSpec) -> str:
+        motion = captions.MOTION_PHRASES[o.motion][0][0][0] if o.motion in captions.MOTION_PHRASES \
             else f"{captions.VERBS[0][0][0]} {captions.DIRECTION_WORDS[o.motion][0][0]}"
         pace = "" if o.motion == "still" else f" {captions.SPEED_WORDS[o.speed][0][0]}"
-        article = "an" if o.color[0] in "aeiou" else "a"
-        return f"{article} {o.color} {captions.SHAPE_WORDS[o.shape][0][0]} {first}{pace}"
-    return " and ".join(map(phrase, scene.objects)) + f" on a {scene.background} background"
+        return f"{captions.SHAPE_WORDS[o.shape][0][0]} {motion}{pace}"
+    return described(scene, words)
 
 
 def judge_caption(scene: world.Scene, phrasing: str, seed: int) -> str:
@@ -247,9 +252,9 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
 
 def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[WanTransformer, dict]:
     d = data(pipe, args)
-    simple = argparse.Namespace(**{**vars(args), **dict(world="directions", captions="plain", partners="directions",
-                                                         second=0.0, undirected=0.0, exclude="", buckets="none")})
-    first = data(pipe, simple) if args.first else d
+    simple = dict(world="directions", captions="plain", partners="directions", second=0.0, undirected=0.0,
+                  exclude="", buckets="none")  # --first's scenes: the ninth round's, plainly captioned
+    first = data(pipe, argparse.Namespace(**{**vars(args), **simple})) if args.first else d
     with torch.no_grad():
         empty = pipe.encode_text([""])[0].float()
     warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
