@@ -3,8 +3,8 @@
     python research/tiny_redesign/motion_proxy.py --name NAME [--blend 0.9] [--known 0.6] [--scenes 1024]
         [--world directions|recipe] [--captions template|recipe|anchored|plain] [--partners directions|recipe]
         [--exclude M,N] [--second 0.3] [--undirected 0.2] [--buckets none|recipe] [--minutes 30] [--steps N]
-        [--first N] [--threads 2] [--compile] [--every 0] [--heldout 48] [--judge-captions template|heldout]
-        [--judge FOLDER | --weights NAME]
+        [--first N] [--first-captions C] [--threads 2] [--compile] [--every 0] [--heldout 48]
+        [--judge-captions template|heldout] [--judge FOLDER | --weights NAME]
 
 Training set: --scenes scenes of the training split with one object moving in one of the eight directions
 (world.sample_scene, drawn again until the motion is a direction, so the held-out split's combinations stay
@@ -39,6 +39,7 @@ common.fast_bf16), batch 16.
   --first N    the first N steps on the eight directions' scenes with the plain phrasing and partners moving in
                another direction, where the word is learnt soonest, and the rest on the set the other switches
                name: whether a word learnt on the simple scenes is kept, and carried, on the recipe's.
+  --first-captions C  those first steps' captions, one of --captions' choices (default plain).
   --exclude M,N  with --world recipe, --partners recipe, --second or --undirected, no object moves so (e.g.
                spin,grow,shrink: the motions that change an object's outline or size), in the scenes or the
                partners.
@@ -104,6 +105,7 @@ from proxy import (BLEND_FLOOR, CACHE, frame_sizes, load_cache, save_cache, tran
 HERE = Path(__file__).resolve().parent
 FRAMES, SIDE = 17, 64
 CORRELATION = 0.5  # the recipe's frame noise correlation (sora-tiny's noise_correlation)
+CAPTIONS = ("template", "recipe", "anchored", "plain")  # --captions' choices, described above
 
 
 def moving_scenes(split: str, count: int, seed: int) -> list[world.Scene]:
@@ -252,7 +254,7 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
 
 def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[WanTransformer, dict]:
     d = data(pipe, args)
-    simple = dict(world="directions", captions="plain", partners="directions", second=0.0, undirected=0.0,
+    simple = dict(world="directions", captions=args.first_captions, partners="directions", second=0.0, undirected=0.0,
                   exclude="", buckets="none")  # --first's scenes: the ninth round's, plainly captioned
     first = data(pipe, argparse.Namespace(**{**vars(args), **simple})) if args.first else d
     with torch.no_grad():
@@ -393,7 +395,7 @@ def main() -> None:
     parser.add_argument("--blend", type=float, default=0.9)
     parser.add_argument("--same-start", action="store_true")
     parser.add_argument("--world", choices=("directions", "recipe"), default="directions")
-    parser.add_argument("--captions", choices=("template", "recipe", "anchored", "plain"),
+    parser.add_argument("--captions", choices=CAPTIONS,
                         help="default: recipe with --world recipe")
     parser.add_argument("--partners", choices=("directions", "recipe"), help="default: recipe with --world recipe")
     parser.add_argument("--buckets", choices=("none", "recipe"), default="none")
@@ -407,6 +409,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--steps", type=int, default=10 ** 9)
     parser.add_argument("--first", type=int, default=0, help="steps on the simple scenes first (see above)")
+    parser.add_argument("--first-captions", choices=CAPTIONS, default="plain")
     parser.add_argument("--every", type=float, default=0.0, help="the follow figure every so many minutes")
     parser.add_argument("--heldout", type=int, default=48)
     parser.add_argument("--threads", type=int, default=0)
