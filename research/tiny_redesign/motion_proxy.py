@@ -36,7 +36,7 @@ common.fast_bf16), batch 16.
                ("a red circle moving up and to the left quickly on a white background"), so that one phrasing
                of each word recurs while the others vary.
   --captions plain  the plain phrasing alone, one a scene.
-  --first N    the first N steps on the eight directions' scenes with the plain phrasing and partners moving in
+  --first N    the first N steps on the eight directions' scenes, --first-captions' phrasing, partners moving in
                another direction, where the word is learnt soonest, and the rest on the set the other switches
                name: whether a word learnt on the simple scenes is kept, and carried, on the recipe's.
   --first-captions C  those first steps' captions, one of --captions' choices (default plain).
@@ -252,11 +252,18 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
     return d
 
 
+def buckets(d: Data, scenes: int) -> tuple[list[str], np.ndarray]:
+    """The set's bucket sizes and each one's share of its scenes: a batch's bucket, drawn as the recipe draws it."""
+    sizes = sorted(d["latents"])
+    return sizes, np.array([len(d["latents"][k]) for k in sizes]) / scenes
+
+
 def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[WanTransformer, dict]:
     d = data(pipe, args)
-    simple = dict(world="directions", captions=args.first_captions, partners="directions", second=0.0, undirected=0.0,
-                  exclude="", buckets="none")  # --first's scenes: the ninth round's, plainly captioned
+    simple = dict(world="directions", captions=args.first_captions, partners="directions", second=0.0,
+                  undirected=0.0, exclude="", buckets="none")  # --first's scenes: the ninth round's
     first = data(pipe, argparse.Namespace(**{**vars(args), **simple})) if args.first else d
+    stages = {True: (first, *buckets(first, args.scenes)), False: (d, *buckets(d, args.scenes))}
     with torch.no_grad():
         empty = pipe.encode_text([""])[0].float()
     warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
@@ -281,9 +288,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[WanTransformer, dic
             print("trend", json.dumps(trend[-1]), flush=True)
             paused += time.time() - t
             next_check += args.every * 60
-        current = first if step < args.first else d
-        sizes = sorted(current["latents"])
-        share = [len(current["latents"][k]) / args.scenes for k in sizes]  # a batch's bucket, as the recipe draws it
+        current, sizes, share = stages[step < args.first]
         size = sizes[rng.choice(len(sizes), p=share)]
         latents, texts = current["latents"][size], current["texts"][size]
         idx = torch.randint(len(latents), (b,), generator=gen)
