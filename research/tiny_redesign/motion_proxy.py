@@ -3,7 +3,7 @@
     python research/tiny_redesign/motion_proxy.py --name NAME [--blend 0.9] [--known 0.6] [--scenes 1024]
         [--world directions|recipe] [--captions template|recipe|anchored|plain] [--partners directions|recipe]
         [--exclude M,N] [--second 0.3] [--undirected 0.2] [--buckets none|recipe] [--minutes 30] [--steps N]
-        [--first N] [--first-captions C] [--threads 2] [--compile] [--every 0] [--heldout 48]
+        [--first N] [--first-captions C] [--keep-first P] [--threads 2] [--compile] [--every 0] [--heldout 48]
         [--judge-captions template|heldout] [--judge FOLDER | --weights NAME]
 
 Training set: --scenes scenes of the training split with one object moving in one of the eight directions
@@ -35,11 +35,13 @@ common.fast_bf16), batch 16.
   --captions anchored  two of the recipe's captions a scene and one plain phrasing in the recipe's first words
                ("a red circle moving up and to the left quickly on a white background"), so that one phrasing
                of each word recurs while the others vary.
-  --captions plain  the plain phrasing alone, one a scene.
+  --captions plain  the plain phrasing alone (captions.plain_caption), one a scene.
   --first N    the first N steps on the eight directions' scenes, --first-captions' phrasing, partners moving in
                another direction, where the word is learnt soonest, and the rest on the set the other switches
                name: whether a word learnt on the simple scenes is kept, and carried, on the recipe's.
   --first-captions C  those first steps' captions, one of --captions' choices (default plain).
+  --keep-first P  after the first N steps, that share of batches still drawn from the first steps' set: whether
+               the word is kept better on the recipe's scenes while its simple scenes recur.
   --exclude M,N  with --world recipe, --partners recipe, --second or --undirected, no object moves so (e.g.
                spin,grow,shrink: the motions that change an object's outline or size), in the scenes or the
                partners.
@@ -65,7 +67,7 @@ Both under the one template, or with --judge-captions heldout under the recipe's
 (captions.caption's held-out split: templates and synonyms no training caption uses; a pair's two captions
 phrased alike).
 
-The world is the one in the working tree: apply the world part of clip_recipe.patch for its object sizes.
+The world is the one in the working tree: apply clip_recipe.patch (its object sizes, start_where, plain_caption).
 With --judge FOLDER, a model folder (a clip-recipe run's) is judged the same way instead of a trained network;
 with --weights NAME, an earlier run's EMA weights (kept in the cache as NAME.safetensors).
 Writes runs/NAME.json and runs/NAME.png (frames 0, 4, 8, 12 and 16 of four held-out prompts: one pass, two
@@ -131,33 +133,15 @@ def replaced(scenes: list[world.Scene], share: float, seed: int, num_objects: in
     return out
 
 
-def described(scene: world.Scene, words) -> str:
-    """Each object as "a {colour} {words(object)}", joined with "and", then the background."""
-    def phrase(o: world.ObjectSpec) -> str:
-        return f"{'an' if o.color[0] in 'aeiou' else 'a'} {o.color} {words(o)}"
-    return " and ".join(map(phrase, scene.objects)) + f" on a {scene.background} background"
-
-
 def caption(scene: world.Scene) -> str:
     """The one template, "a red circle moving right fast on a white background"; a second object joins with
     "and" ("... and a blue square standing still on ...")."""
-    def words(o: world.ObjectSpec) -> str:
+    def phrase(o: world.ObjectSpec) -> str:
         pace = "fast" if o.speed == "fast" else "slowly"
         verb = {"still": "standing still", "bounce": f"bouncing {pace}", "spin": f"spinning {pace}",
                 "grow": f"growing {pace}", "shrink": f"shrinking {pace}"}.get(o.motion, f"moving {o.motion} {pace}")
-        return f"{o.shape} {verb}"
-    return described(scene, words)
-
-
-def plain_caption(scene: world.Scene) -> str:
-    """The scene in the recipe's captions' first words and first template, "a red circle moving up and to the left
-    quickly on a white background"."""
-    def words(o: world.ObjectSpec) -> str:
-        motion = captions.MOTION_PHRASES[o.motion][0][0][0] if o.motion in captions.MOTION_PHRASES \
-            else f"{captions.VERBS[0][0][0]} {captions.DIRECTION_WORDS[o.motion][0][0]}"
-        pace = "" if o.motion == "still" else f" {captions.SPEED_WORDS[o.speed][0][0]}"
-        return f"{captions.SHAPE_WORDS[o.shape][0][0]} {motion}{pace}"
-    return described(scene, words)
+        return f"{'an' if o.color[0] in 'aeiou' else 'a'} {o.color} {o.shape} {verb}"
+    return " and ".join(map(phrase, scene.objects)) + f" on a {scene.background} background"
 
 
 def judge_caption(scene: world.Scene, phrasing: str, seed: int) -> str:
@@ -235,10 +219,11 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
     moved = 0
     for (h, w), group in sorted(by_size.items()):
         partners = [moved_otherwise(s, rng, args.same_start, h, w, motions) for s in group]
+        recipe_texts = lambda s, k: [captions.caption(s, rng, "train") for _ in range(k)]
         texts = {"template": lambda s: [caption(s)],
-                 "recipe": lambda s: [captions.caption(s, rng, "train") for _ in range(3)],
-                 "anchored": lambda s: [plain_caption(s)] + [captions.caption(s, rng, "train") for _ in range(2)],
-                 "plain": lambda s: [plain_caption(s)],
+                 "recipe": lambda s: recipe_texts(s, 3),
+                 "anchored": lambda s: [captions.plain_caption(s)] + recipe_texts(s, 2),
+                 "plain": lambda s: [captions.plain_caption(s)],
                  }[args.captions]
         texts = [t for s in group for t in texts(s)]
         moved += sum(p.objects[0].motion != s.objects[0].motion for s, p in zip(group, partners))
@@ -288,7 +273,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[WanTransformer, dic
             print("trend", json.dumps(trend[-1]), flush=True)
             paused += time.time() - t
             next_check += args.every * 60
-        current, sizes, share = stages[step < args.first]
+        current, sizes, share = stages[step < args.first or bool(args.keep_first and rng.random() < args.keep_first)]
         size = sizes[rng.choice(len(sizes), p=share)]
         latents, texts = current["latents"][size], current["texts"][size]
         idx = torch.randint(len(latents), (b,), generator=gen)
@@ -415,6 +400,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10 ** 9)
     parser.add_argument("--first", type=int, default=0, help="steps on the simple scenes first (see above)")
     parser.add_argument("--first-captions", choices=CAPTIONS, default="plain")
+    parser.add_argument("--keep-first", type=float, default=0.0, help="share of later batches from --first's set")
     parser.add_argument("--every", type=float, default=0.0, help="the follow figure every so many minutes")
     parser.add_argument("--heldout", type=int, default=48)
     parser.add_argument("--threads", type=int, default=0)
@@ -436,6 +422,8 @@ def main() -> None:
     for knob in ("second", "undirected"):
         if getattr(args, knob) and (recipe or not 0 < getattr(args, knob) < 1):
             parser.error(f"--{knob} takes a share in (0, 1), on the directions' scenes (--world recipe has its own)")
+    if args.keep_first and not (args.first and 0 < args.keep_first < 1):
+        parser.error("--keep-first takes a share in (0, 1), with --first")
     if args.judge and args.weights:
         parser.error("--judge judges a model folder, --weights a cached run: one of the two")
     if args.threads:
