@@ -237,10 +237,11 @@ def data(pipe: Pipeline, args: argparse.Namespace) -> Data:
     return d
 
 
-def buckets(d: Data, scenes: int) -> tuple[list[str], np.ndarray]:
+def buckets(d: Data) -> tuple[list[str], np.ndarray]:
     """The set's bucket sizes and each one's share of its scenes: a batch's bucket, drawn as the recipe draws it."""
     sizes = sorted(d["latents"])
-    return sizes, np.array([len(d["latents"][k]) for k in sizes]) / scenes
+    counts = np.array([len(d["latents"][k]) for k in sizes])
+    return sizes, counts / counts.sum()
 
 
 def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[WanTransformer, dict]:
@@ -248,7 +249,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[WanTransformer, dic
     simple = dict(world="directions", captions=args.first_captions, partners="directions", second=0.0,
                   undirected=0.0, exclude="", buckets="none")  # --first's scenes: the ninth round's
     first = data(pipe, argparse.Namespace(**{**vars(args), **simple})) if args.first else d
-    stages = {True: (first, *buckets(first, args.scenes)), False: (d, *buckets(d, args.scenes))}
+    stages = {True: (first, *buckets(first)), False: (d, *buckets(d))}
     with torch.no_grad():
         empty = pipe.encode_text([""])[0].float()
     warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
