@@ -274,7 +274,7 @@ def train(pipe: Pipeline, args: argparse.Namespace) -> tuple[WanTransformer, dic
             print("trend", json.dumps(trend[-1]), flush=True)
             paused += time.time() - t
             next_check += args.every * 60
-        current, sizes, share = stages[step < args.first or bool(args.keep_first and rng.random() < args.keep_first)]
+        current, sizes, share = stages[step < args.first or (args.keep_first > 0 and rng.random() < args.keep_first)]
         size = sizes[rng.choice(len(sizes), p=share)]
         latents, texts = current["latents"][size], current["texts"][size]
         idx = torch.randint(len(latents), (b,), generator=gen)
